@@ -1,0 +1,175 @@
+//! `souverix`: runs a control plane site (`serve`) and operates one from the command line.
+
+mod client;
+mod commands;
+mod manifest;
+mod output;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use clap_complete::Shell;
+
+use crate::output::Format;
+
+/// The default site address for operator commands.
+const DEFAULT_SERVER: &str = "http://127.0.0.1:7400";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "souverix",
+    version,
+    about = "Souverix Federation: a federated control plane for fleets of machines"
+)]
+struct Cli {
+    /// The site to talk to.
+    #[arg(long, global = true, env = "SOUVERIX_SERVER", default_value = DEFAULT_SERVER)]
+    server: String,
+    /// Who makes the change, recorded in versions and the audit log (default: $USER).
+    #[arg(long, global = true, env = "SOUVERIX_AUTHOR")]
+    author: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a site. Without --config: one global site on 127.0.0.1:7400, data in ./souverix-data.
+    Serve {
+        /// The site's configuration file (YAML).
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
+        /// Listen on this address instead of the configured one (port 0: any free port).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Keep data in this directory instead of the configured one.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Work with site configuration files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Create or update the objects described in a file (YAML or JSON; several per file).
+    Apply {
+        /// The file, or `-` for standard input.
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+    },
+    /// Show objects: one by name, or a list.
+    Get {
+        /// Policy, Release, Rollout or SiteStatus.
+        kind: String,
+        /// One object's name; without it, every object of the kind.
+        name: Option<String>,
+        /// The scope (default: the scope of the site you talk to, for a single object).
+        #[arg(long, short = 's')]
+        scope: Option<String>,
+        /// Include deleted objects in a list.
+        #[arg(long)]
+        include_deleted: bool,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Delete an object (its history is kept).
+    Delete {
+        kind: String,
+        name: String,
+        #[arg(long, short = 's')]
+        scope: Option<String>,
+        /// Delete only if this is the current version.
+        #[arg(long)]
+        if_match: Option<String>,
+    },
+    /// Show every version of an object.
+    History {
+        kind: String,
+        name: String,
+        #[arg(long, short = 's')]
+        scope: Option<String>,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Show the audit log (the newest entries, or a page after a position).
+    Audit {
+        /// The newest N entries.
+        #[arg(long, default_value_t = 50, conflicts_with = "after")]
+        tail: usize,
+        /// Entries after this position, oldest first.
+        #[arg(long)]
+        after: Option<u64>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Print a shell completion script.
+    Completion {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate a site configuration file without starting the site.
+    Check { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: failed to start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let author = cli.author.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "cli".to_owned());
+    match cli.command {
+        Command::Serve { config, listen, data_dir } => serve::serve(config, listen, data_dir).await,
+        Command::Config { command: ConfigCommand::Check { file } } => serve::check(&file),
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "souverix", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Apply { file } => commands::apply(&client(&cli.server, author)?, &file).await,
+        Command::Get { kind, name, scope, include_deleted, output } => {
+            commands::get(
+                &client(&cli.server, author)?,
+                &kind,
+                name.as_deref(),
+                scope,
+                include_deleted,
+                output,
+            )
+            .await
+        }
+        Command::Delete { kind, name, scope, if_match } => {
+            commands::delete(&client(&cli.server, author)?, &kind, &name, scope, if_match.as_deref()).await
+        }
+        Command::History { kind, name, scope, output } => {
+            commands::history(&client(&cli.server, author)?, &kind, &name, scope, output).await
+        }
+        Command::Audit { tail, after, limit, output } => {
+            commands::audit(&client(&cli.server, author)?, tail, after, limit, output).await
+        }
+    }
+}
+
+fn client(server: &str, author: String) -> anyhow::Result<client::Client> {
+    client::Client::new(server, author)
+}

@@ -1,0 +1,104 @@
+//! The file format, field for field, as operators write it. Every field is optional here
+//! (except `Authority.level`) so that resolving can tell "not written" from a default;
+//! [`crate::SiteConfig`] is the resolved form.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use model::{Autonomy, Level, Scope, SiteId};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use crate::Duration;
+use crate::site::{ConflictStrategy, RetryPolicy, SyncMode};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFile {
+    #[serde(rename = "Site")]
+    pub site: Option<RawSite>,
+    #[serde(rename = "Authority")]
+    pub authority: Option<RawAuthority>,
+    #[serde(rename = "SyncStrategy")]
+    pub sync_strategy: Option<RawSyncStrategy>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSite {
+    pub id: Option<SiteId>,
+    pub scope: Option<Scope>,
+    /// Parsed while resolving, so that the message can say how to write one.
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub max_clock_skew: Option<Duration>,
+    pub peers: Option<BTreeMap<SiteId, String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAuthority {
+    pub level: Level,
+    pub region: Option<Scope>,
+    pub master: Option<SiteId>,
+    pub autonomy: Option<RawAutonomy>,
+    pub sync: Option<RawAuthoritySync>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAutonomy {
+    pub can_operate_isolated: Option<bool>,
+    pub can_modify_policies: Option<bool>,
+    pub can_deploy_versions: Option<bool>,
+    /// An extension to the seed: `full`, `conditional` or `none`.
+    pub mode: Option<Autonomy>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAuthoritySync {
+    pub upstream: Option<SiteId>,
+    pub frequency: Option<Duration>,
+    pub mode: Option<SyncMode>,
+    /// State, not configuration: the site reports when it last synced. Accepted and ignored.
+    #[serde(rename = "last_sync")]
+    pub _last_sync: Option<IgnoredAny>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSyncStrategy {
+    pub region: Option<Scope>,
+    pub upstream: Option<RawUpstream>,
+    pub downstream: Option<RawDownstream>,
+    pub conflict_resolution: Option<RawConflictResolution>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstream {
+    pub target: Option<SiteId>,
+    pub frequency: Option<Duration>,
+    pub mode: Option<SyncMode>,
+    pub batch_size: Option<u32>,
+    pub retry_policy: Option<RetryPolicy>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDownstream {
+    pub targets: Option<Vec<SiteId>>,
+    pub frequency: Option<Duration>,
+    pub mode: Option<SyncMode>,
+    pub batch_size: Option<u32>,
+    pub retry_policy: Option<RetryPolicy>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConflictResolution {
+    pub strategy: Option<ConflictStrategy>,
+    pub versioning: Option<bool>,
+    pub audit_log: Option<bool>,
+}

@@ -1,0 +1,79 @@
+//! One site's HTTP API: object documents under `/v1/objects`, their history, the audit log,
+//! `/healthz`, Prometheus `/metrics` and the OpenAPI document, over axum.
+//!
+//! [`router`] builds the routes over an [`AppState`]; [`run`] serves them on a listener until
+//! a shutdown future completes, then drains in-flight requests. The store is reached only
+//! through [`store::Store`], on tokio's blocking threads, so a slow fsync never stalls the
+//! async workers.
+
+mod api;
+mod body;
+pub mod clock;
+mod metrics;
+mod openapi;
+mod problem;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use model::{Level, Scope, SiteId};
+use store::Store;
+
+pub use api::{AuditItem, AuditPage, HistoryItem, HistoryPage, ObjectPage, SiteDocument};
+pub use clock::{Clock, SystemClock};
+pub use metrics::Metrics;
+pub use openapi::openapi_document;
+pub use problem::{ApiError, Problem};
+
+/// The largest request body a site accepts unless configured otherwise.
+pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+
+/// Who this site is.
+#[derive(Debug, Clone)]
+pub struct SiteInfo {
+    pub id: SiteId,
+    pub scope: Scope,
+    pub level: Level,
+}
+
+/// What every request handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub site: Arc<SiteInfo>,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+    pub max_body: usize,
+}
+
+impl AppState {
+    pub fn new(site: SiteInfo, store: Arc<dyn Store>) -> Self {
+        Self {
+            site: Arc::new(site),
+            store,
+            clock: Arc::new(SystemClock),
+            metrics: Arc::new(Metrics::new()),
+            max_body: DEFAULT_MAX_BODY,
+        }
+    }
+}
+
+/// The site's routes.
+pub fn router(state: AppState) -> axum::Router {
+    api::routes(state)
+}
+
+/// Serves the site on `listener` until `shutdown` completes, then finishes the requests in
+/// flight and returns.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let site = state.site.id.clone();
+    let app = router(state);
+    tracing::info!(site = %site, addr = ?listener.local_addr().ok(), "serving");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    tracing::info!(site = %site, "stopped");
+    Ok(())
+}

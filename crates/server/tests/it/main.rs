@@ -1,0 +1,4 @@
+//! The site's HTTP API, served on a real loopback listener over a real SQLite file.
+
+mod api;
+mod harness;

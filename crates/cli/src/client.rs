@@ -113,6 +113,19 @@ impl Client {
         self.json(self.http.get(format!("{}/history", self.object_url(key)))).await
     }
 
+    pub async fn sync_status(&self, now: bool) -> anyhow::Result<replication::SyncStatus> {
+        if now {
+            self.json(self.http.post(format!("{}/v1/sync/now", self.base))).await
+        } else {
+            self.json(self.http.get(format!("{}/v1/sync", self.base))).await
+        }
+    }
+
+    pub async fn signal(&self, peer: &str, state: &str) -> anyhow::Result<replication::LinkStatus> {
+        let body = serde_json::json!({ "state": state });
+        self.json(self.http.post(format!("{}/v1/links/{peer}/signal", self.base)).json(&body)).await
+    }
+
     pub async fn audit(&self, query: &[(&str, String)]) -> anyhow::Result<AuditPage> {
         self.json(self.http.get(format!("{}/v1/audit", self.base)).query(query)).await
     }

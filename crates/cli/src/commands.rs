@@ -173,3 +173,67 @@ pub async fn audit(
         t
     })
 }
+
+/// Seconds as the seed writes durations: `42s`, `12.5m`, `3.75h`.
+pub fn human_age(seconds: f64) -> String {
+    let trim = |v: f64| {
+        let s = format!("{v:.2}");
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    };
+    if seconds < 60.0 {
+        format!("{}s", seconds.round() as u64)
+    } else if seconds < 3600.0 {
+        format!("{}m", trim(seconds / 60.0))
+    } else {
+        format!("{}h", trim(seconds / 3600.0))
+    }
+}
+
+pub async fn sync_status(client: &Client, now: bool, output: Format) -> anyhow::Result<()> {
+    let status = client.sync_status(now).await?;
+    print(output, &status, || {
+        let mut t = Table::new(
+            vec!["PEER", "DIRECTION", "MODE", "STATE", "PENDING", "DEBT", "LAST SYNC", "ERROR"],
+            "this site has no links",
+        );
+        for l in &status.links {
+            let state = if l.signal == replication::Signal::Up {
+                l.state.to_string()
+            } else {
+                format!("{} (signal {})", l.state, l.signal.as_str())
+            };
+            t.row(vec![
+                l.peer.clone(),
+                format!("{:?}", l.direction).to_lowercase(),
+                format!("{} every {}", l.mode, l.frequency),
+                state,
+                format!("{} ({} B)", l.pending, l.pending_bytes),
+                l.debt_seconds.map(human_age).unwrap_or_else(|| "-".into()),
+                l.last_sync_age_seconds
+                    .map(|a| format!("{} ago", human_age(a)))
+                    .unwrap_or_else(|| "never".into()),
+                l.last_error.clone().unwrap_or_default(),
+            ]);
+        }
+        t
+    })
+}
+
+pub async fn link(client: &Client, peer: &str, state: &str) -> anyhow::Result<()> {
+    let link = client.signal(peer, state).await?;
+    println!("link with {} is {} (signal {})", link.peer, link.state, link.signal.as_str());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_age;
+
+    #[test]
+    fn ages_read_like_the_seed() {
+        assert_eq!(human_age(42.4), "42s");
+        assert_eq!(human_age(750.0), "12.5m");
+        assert_eq!(human_age(13_500.0), "3.75h");
+        assert_eq!(human_age(7200.0), "2h");
+    }
+}

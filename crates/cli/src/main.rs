@@ -48,6 +48,32 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Run a whole federation in this process (default: the seven sites of the seed's
+    /// federation model, frequencies scaled to seconds), each site on its own port with its own
+    /// store under one data directory. Ctrl-C stops them; running it again resumes.
+    Demo {
+        /// A federation file describing another tree of sites.
+        #[arg(long)]
+        federation: Option<PathBuf>,
+        /// The first site's port; the others follow in file order.
+        #[arg(long, default_value_t = 7400)]
+        base_port: u16,
+        /// Where every site keeps its store (`<site-id>.sqlite3`).
+        #[arg(long, default_value = "souverix-data")]
+        data_dir: PathBuf,
+    },
+    /// See and drive synchronisation with neighbouring sites.
+    Sync {
+        #[command(subcommand)]
+        command: SyncCommand,
+    },
+    /// Tell a site that its link with a neighbour is up, down (cut) or metered.
+    Link {
+        /// The neighbour at the other end of the link.
+        peer: String,
+        #[arg(value_parser = ["up", "down", "metered"])]
+        state: String,
+    },
     /// Work with site configuration files.
     Config {
         #[command(subcommand)]
@@ -114,6 +140,20 @@ enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+enum SyncCommand {
+    /// Each link: state, pending changes, debt and last sync.
+    Status {
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Run a round on every link now, then show the status.
+    Now {
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum ConfigCommand {
     /// Validate a site configuration file without starting the site.
     Check { file: PathBuf },
@@ -141,7 +181,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let author = cli.author.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "cli".to_owned());
     match cli.command {
         Command::Serve { config, listen, data_dir } => serve::serve(config, listen, data_dir).await,
+        Command::Demo { federation, base_port, data_dir } => {
+            serve::demo(federation, base_port, data_dir).await
+        }
         Command::Config { command: ConfigCommand::Check { file } } => serve::check(&file),
+        Command::Sync { command: SyncCommand::Status { output } } => {
+            commands::sync_status(&client(&cli.server, author)?, false, output).await
+        }
+        Command::Sync { command: SyncCommand::Now { output } } => {
+            commands::sync_status(&client(&cli.server, author)?, true, output).await
+        }
+        Command::Link { peer, state } => commands::link(&client(&cli.server, author)?, &peer, &state).await,
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "souverix", &mut std::io::stdout());
             Ok(())

@@ -1,4 +1,4 @@
-//! `souverix serve` and `souverix config check`.
+//! `souverix serve`, `souverix demo` and `souverix config check`.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -6,9 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use config::SiteConfig;
-use server::{AppState, SiteInfo};
-use store::SqliteStore;
+use config::{FederationConfig, SiteConfig};
+use server::{RunningSite, SystemClock};
 
 /// Checks a configuration file and prints what it resolves to.
 pub fn check(file: &Path) -> anyhow::Result<()> {
@@ -20,9 +19,10 @@ pub fn check(file: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The store file of a site inside its data directory.
-pub fn store_path(data_dir: &Path, site: &model::SiteId) -> PathBuf {
-    data_dir.join(format!("{site}.sqlite3"))
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} for {what}: is another site already running there? Choose another address or port")
+    })
 }
 
 pub async fn serve(
@@ -37,27 +37,63 @@ pub async fn serve(
     };
     let listen = listen.unwrap_or(config.listen);
     let data_dir = data_dir.unwrap_or_else(|| config.data_dir.clone());
-    let site = config.site_id().clone();
-    let path = store_path(&data_dir, &site);
-    let skew_ms = u64::try_from(config.max_clock_skew.as_std().as_millis()).unwrap_or(u64::MAX);
-    let store = tokio::task::spawn_blocking({
-        let path = path.clone();
-        let site = site.clone();
-        move || SqliteStore::open(&path, site, skew_ms)
-    })
-    .await
-    .context("the store could not be opened")??;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}: is another site already running there? Choose another address with --listen"))?;
-    let local = listener.local_addr().context("the listener has no local address")?;
-    let info = SiteInfo { id: site.clone(), scope: config.scope.clone(), level: config.level };
-    let state = AppState::new(info, Arc::new(store));
+    let listener = bind(listen, config.site_id().as_str()).await?;
     let shutdown = shutdown_signal()?;
+    let site = RunningSite::start(&config, &data_dir, listener, Arc::new(SystemClock))
+        .await
+        .with_context(|| format!("site {} could not start", config.site_id()))?;
     // The first line on standard output tells scripts and tests where the site is.
-    println!("site {site} ({}) serving http://{local} with data in {}", config.level, path.display());
+    println!(
+        "site {} ({}) serving {} with data in {}",
+        site.id,
+        config.level,
+        site.url,
+        site.store_path.display()
+    );
     std::io::stdout().flush().ok();
-    server::run(listener, state, shutdown).await.context("the server failed")?;
+    shutdown.await;
+    site.stop().await.context("the site did not stop cleanly")?;
+    Ok(())
+}
+
+/// Runs every site of a federation in this process, each on its own port with its own store.
+pub async fn demo(federation: Option<PathBuf>, base_port: u16, data_dir: PathBuf) -> anyhow::Result<()> {
+    init_logging();
+    let federation = match &federation {
+        Some(path) => FederationConfig::load(path)?,
+        None => FederationConfig::embedded_demo(),
+    };
+    let configs = federation.site_configs_for_run(base_port, &data_dir)?;
+    // Bind every port first, so a taken port stops the demo before any site starts.
+    let mut listeners = Vec::with_capacity(configs.len());
+    for config in &configs {
+        listeners.push(bind(config.listen, config.site_id().as_str()).await?);
+    }
+    let shutdown = shutdown_signal()?;
+    let clock = Arc::new(SystemClock);
+    let mut sites = Vec::with_capacity(configs.len());
+    for (config, listener) in configs.iter().zip(listeners) {
+        let site = RunningSite::start(config, &data_dir, listener, clock.clone())
+            .await
+            .with_context(|| format!("site {} could not start", config.site_id()))?;
+        sites.push(site);
+    }
+    for site in &sites {
+        println!("{} {}", site.id, site.url);
+    }
+    std::io::stdout().flush().ok();
+    tracing::info!(sites = sites.len(), data_dir = %data_dir.display(), "federation running; Ctrl-C stops it");
+    shutdown.await;
+    let mut failed = Vec::new();
+    for site in sites {
+        let id = site.id.clone();
+        if let Err(err) = site.stop().await {
+            failed.push(format!("{id}: {err}"));
+        }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!("some sites did not stop cleanly: {}", failed.join("; "));
+    }
     Ok(())
 }
 

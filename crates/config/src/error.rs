@@ -38,7 +38,7 @@ pub enum ConfigError {
     #[error("{}: cannot read the configuration file: {error}", path.display())]
     Read { path: PathBuf, error: std::io::Error },
     /// The file is larger than any site configuration.
-    #[error("{}: the file is larger than {limit} bytes; a site configuration is much smaller: is this the right file?", file.display())]
+    #[error("{}: the file is larger than {limit} bytes; a configuration file is much smaller: is this the right file?", file.display())]
     TooLarge { file: PathBuf, limit: usize },
     /// The file is not well-formed YAML.
     #[error("{}:{at}: {message}", file.display())]

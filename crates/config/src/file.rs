@@ -32,6 +32,9 @@ pub(crate) struct RawSite {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub max_clock_skew: Option<Duration>,
+    pub isolation_after: Option<Duration>,
+    /// Checked while resolving, so that the message can say how to write one.
+    pub trust_domain: Option<String>,
     pub peers: Option<BTreeMap<SiteId, String>>,
 }
 
@@ -101,4 +104,22 @@ pub(crate) struct RawConflictResolution {
     pub strategy: Option<ConflictStrategy>,
     pub versioning: Option<bool>,
     pub audit_log: Option<bool>,
+}
+
+/// A federation file: one `Federation:` document.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFederationFile {
+    #[serde(rename = "Federation")]
+    pub federation: RawFederation,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFederation {
+    /// Checked while resolving, so that the message can say how to write one.
+    pub name: String,
+    /// Site id → that site's documents, in file order; each entry is read as a [`RawFile`]
+    /// once its key has been checked.
+    pub sites: serde_yaml_ng::Mapping,
 }

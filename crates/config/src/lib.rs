@@ -1,23 +1,29 @@
 //! A site's configuration file: the seed's `Authority` and `SyncStrategy` documents, accepted
 //! verbatim, plus a `Site` document with what a running site needs (listen address, data
-//! directory, peers' addresses).
+//! directory, peers' addresses, trust domain, when to count as isolated). And a federation
+//! file: the whole tree of sites, one such set of documents per site.
 //!
 //! [`SiteConfig::load`] reads a file and resolves it: defaults are applied and the documents
-//! are checked against each other. Every refusal is a [`ConfigError`] that names the file,
-//! the line (and column), the field's full path, and how to fix it. The crate reads the file
-//! it is given and nothing else.
+//! are checked against each other. [`FederationConfig::load`] does the same for every site of
+//! a federation file and checks that they form a tree under one global site;
+//! [`FederationConfig::embedded_demo`] is the seed's Federation Model. Every refusal is a
+//! [`ConfigError`] that names the file, the line (and column), the field's full path, and how
+//! to fix it. The crate reads the file it is given and nothing else.
 
 mod duration;
 mod error;
+mod federation;
 mod file;
 mod locate;
+mod render;
 mod site;
 
 pub use duration::{Duration, DurationError};
 pub use error::{ConfigError, Location};
+pub use federation::{EMBEDDED_DEMO, FederatedSite, FederationConfig, FederationRunError};
 pub use site::{
     AutonomyConfig, ConflictPolicy, ConflictStrategy, DEFAULT_BATCH_SIZE, DEFAULT_DATA_DIR,
-    DEFAULT_DOWNSTREAM_FREQUENCY, DEFAULT_LISTEN, DEFAULT_MAX_CLOCK_SKEW, DEFAULT_UPSTREAM_FREQUENCY,
-    DownstreamLinks, EMBEDDED_DEFAULT, MAX_BATCH_SIZE, MAX_FILE_SIZE, RetryPolicy, SiteConfig, SyncMode,
-    UpstreamLink,
+    DEFAULT_DOWNSTREAM_FREQUENCY, DEFAULT_ISOLATION_AFTER, DEFAULT_LISTEN, DEFAULT_MAX_CLOCK_SKEW,
+    DEFAULT_UPSTREAM_FREQUENCY, DownstreamLinks, EMBEDDED_DEFAULT, MAX_BATCH_SIZE, MAX_FILE_SIZE,
+    RetryPolicy, SiteConfig, SyncMode, UpstreamLink,
 };

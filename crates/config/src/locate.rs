@@ -38,6 +38,15 @@ impl FieldPath {
         self.0.push(Seg::Index(index));
         self
     }
+
+    /// `self` followed by `rest`.
+    pub(crate) fn join(&self, rest: &FieldPath) -> Self {
+        Self(self.0.iter().chain(&rest.0).cloned().collect())
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 impl fmt::Display for FieldPath {

@@ -21,6 +21,8 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCA
 pub const DEFAULT_DATA_DIR: &str = "./souverix-data";
 /// `Site.max_clock_skew` when the file does not say.
 pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+/// `Site.isolation_after` when the file does not say.
+pub const DEFAULT_ISOLATION_AFTER: Duration = Duration::from_secs(5 * 60);
 /// `SyncStrategy.upstream.frequency` (or `Authority.sync.frequency`) when neither says.
 pub const DEFAULT_UPSTREAM_FREQUENCY: Duration = Duration::from_secs(15 * 60);
 /// `SyncStrategy.downstream.frequency` when the file does not say.
@@ -194,6 +196,12 @@ pub struct SiteConfig {
     pub data_dir: PathBuf,
     /// A remote timestamp further ahead of local time than this is refused.
     pub max_clock_skew: Duration,
+    /// An upstream link cut for longer than this makes the site `isolated` (autonomous mode
+    /// engaged). `Site.isolation_after`, default [`DEFAULT_ISOLATION_AFTER`].
+    pub isolation_after: Duration,
+    /// The set of sites that trust one CA, such as `region-a`: label-like (lowercase letters,
+    /// digits, `-`). `Site.trust_domain`, default the site's scope.
+    pub trust_domain: String,
     /// Base URLs (`http://host:port`, no trailing `/`) of the parent and children, by site id.
     pub peers: BTreeMap<SiteId, String>,
     /// `None` for the top of the federation and for a site that syncs with no parent.
@@ -206,12 +214,7 @@ impl SiteConfig {
     /// Reads and resolves the configuration file at `path`; relative paths in it are resolved
     /// against the file's directory.
     pub fn load(path: &Path) -> Result<SiteConfig, ConfigError> {
-        let read = |error| ConfigError::Read { path: path.to_owned(), error };
-        let mut text = String::new();
-        // One byte past the limit is enough for `parse` to refuse the file.
-        std::fs::File::open(path)
-            .and_then(|file| file.take(MAX_FILE_SIZE as u64 + 1).read_to_string(&mut text))
-            .map_err(read)?;
+        let text = read_bounded(path)?;
         let base_dir = path.parent().unwrap_or(Path::new(""));
         Self::parse(&text, path, base_dir)
     }
@@ -222,7 +225,7 @@ impl SiteConfig {
         if text.len() > MAX_FILE_SIZE {
             return Err(ConfigError::TooLarge { file: file.as_ref().to_owned(), limit: MAX_FILE_SIZE });
         }
-        let doc = Doc { text, file: file.as_ref() };
+        let doc = Doc::new(text, file.as_ref());
         let value: Value = serde_yaml_ng::from_str(text).map_err(|err| doc.syntax_error(&err))?;
         let raw: RawFile = match value {
             Value::Null => RawFile::default(),
@@ -279,6 +282,7 @@ impl SiteConfig {
             "site {} ({}, scope {}, autonomy {})",
             self.site_id, self.level, self.scope, self.autonomy.mode
         ));
+        lines.push(format!("trust domain {}", self.trust_domain));
         lines.push(format!(
             "may operate isolated: {}, modify policies: {}, deploy versions: {}",
             yes(self.autonomy.can_operate_isolated),
@@ -292,10 +296,13 @@ impl SiteConfig {
         lines.push(format!("data dir {}", self.data_dir.display()));
         lines.push(format!("max clock skew {}", self.max_clock_skew));
         match &self.upstream {
-            Some(up) => lines.push(format!(
-                "upstream {}: {}, every {}, batches of {}, {}",
-                up.target, up.mode, up.frequency, up.batch_size, up.retry_policy
-            )),
+            Some(up) => {
+                lines.push(format!(
+                    "upstream {}: {}, every {}, batches of {}, {}",
+                    up.target, up.mode, up.frequency, up.batch_size, up.retry_policy
+                ));
+                lines.push(format!("isolated after the upstream link is cut for {}", self.isolation_after));
+            }
             None => lines.push("upstream: none".to_owned()),
         }
         let down = &self.downstream;
@@ -328,34 +335,59 @@ impl SiteConfig {
     }
 }
 
-/// The text being resolved, for placing errors in it.
-struct Doc<'a> {
-    text: &'a str,
-    file: &'a Path,
+/// The text of the file at `path`, read up to one byte past [`MAX_FILE_SIZE`]: enough for the
+/// parser to refuse a file that is too large without reading all of it.
+pub(crate) fn read_bounded(path: &Path) -> Result<String, ConfigError> {
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_FILE_SIZE as u64 + 1).read_to_string(&mut text))
+        .map_err(|error| ConfigError::Read { path: path.to_owned(), error })?;
+    Ok(text)
 }
 
-impl Doc<'_> {
-    /// An error about the field at `path`, placed at its key or its value.
-    fn error(&self, path: &FieldPath, target: Target, message: impl Into<String>) -> ConfigError {
+/// The text being resolved, for placing errors in it: a site file, or one site's entry in a
+/// federation file.
+pub(crate) struct Doc<'a> {
+    text: &'a str,
+    file: &'a Path,
+    /// Where the site's documents sit in the text: empty in a site file,
+    /// `Federation.sites.<id>` in a federation file. Every field path starts with it.
+    prefix: FieldPath,
+}
+
+impl<'a> Doc<'a> {
+    pub(crate) fn new(text: &'a str, file: &'a Path) -> Self {
+        Self { text, file, prefix: FieldPath::default() }
+    }
+
+    /// The documents at `prefix` in `text`.
+    pub(crate) fn nested(text: &'a str, file: &'a Path, prefix: FieldPath) -> Self {
+        Self { text, file, prefix }
+    }
+
+    /// An error about the field at `path` (below the prefix), placed at its key or its value.
+    pub(crate) fn error(&self, path: &FieldPath, target: Target, message: impl Into<String>) -> ConfigError {
+        let path = self.prefix.join(path);
         ConfigError::Field {
             file: self.file.to_owned(),
-            at: locate(self.text, path, target),
+            at: locate(self.text, &path, target),
             field: path.to_string(),
             message: message.into(),
         }
     }
 
     /// `error` for a path of keys.
-    fn at(&self, keys: &[&str], target: Target, message: impl Into<String>) -> ConfigError {
+    pub(crate) fn at(&self, keys: &[&str], target: Target, message: impl Into<String>) -> ConfigError {
         self.error(&FieldPath::keys(keys), target, message)
     }
 
-    /// The line of a field, for messages that point at a second field.
-    fn line(&self, keys: &[&str]) -> usize {
-        locate(self.text, &FieldPath::keys(keys), Target::Key).line
+    /// The line of a field, for messages that point at a second field. With no keys, the line
+    /// of the prefix itself (a federation entry's key).
+    pub(crate) fn line(&self, keys: &[&str]) -> usize {
+        locate(self.text, &self.prefix.join(&FieldPath::keys(keys)), Target::Key).line
     }
 
-    fn syntax_error(&self, err: &serde_yaml_ng::Error) -> ConfigError {
+    pub(crate) fn syntax_error(&self, err: &serde_yaml_ng::Error) -> ConfigError {
         let mut message = err.to_string();
         let at = match err.location() {
             Some(location) => {
@@ -375,7 +407,7 @@ impl Doc<'_> {
         ConfigError::Syntax { file: self.file.to_owned(), at, message }
     }
 
-    fn serde_error(&self, err: &serde_path_to_error::Error<serde_yaml_ng::Error>) -> ConfigError {
+    pub(crate) fn serde_error(&self, err: &serde_path_to_error::Error<serde_yaml_ng::Error>) -> ConfigError {
         let mut path = FieldPath::default();
         for segment in err.path().iter() {
             match segment {
@@ -393,7 +425,8 @@ impl Doc<'_> {
             Complaint::UnknownField { message } => self.error(&path, Target::Key, message),
             Complaint::BadValue { message } => self.error(&path, Target::Value, message),
             Complaint::MissingField { name, message } => {
-                let at = match path.0.is_empty() {
+                let path = self.prefix.join(&path);
+                let at = match path.is_empty() {
                     true => crate::error::Location::START,
                     false => locate(self.text, &path, Target::Key),
                 };
@@ -407,7 +440,7 @@ impl Doc<'_> {
         }
     }
 
-    fn resolve(&self, raw: RawFile, base_dir: &Path) -> Result<SiteConfig, ConfigError> {
+    pub(crate) fn resolve(&self, raw: RawFile, base_dir: &Path) -> Result<SiteConfig, ConfigError> {
         let site = raw.site.unwrap_or_default();
         let strategy = raw.sync_strategy.unwrap_or_default();
         let site_id = self.site_id(&site, raw.authority.as_ref())?;
@@ -496,6 +529,29 @@ impl Doc<'_> {
                 "must be more than zero: clocks are never exactly in step; the default is `5m`",
             ));
         }
+        let isolation_after = site.isolation_after.unwrap_or(DEFAULT_ISOLATION_AFTER);
+        if isolation_after.is_zero() {
+            return Err(self.at(
+                &["Site", "isolation_after"],
+                Target::Value,
+                "must be more than zero: every link drops now and then; the default is `5m`",
+            ));
+        }
+        let trust_domain = match &site.trust_domain {
+            None => scope.as_str().to_owned(),
+            Some(name) => match label_problem(name) {
+                None => name.clone(),
+                Some(problem) => {
+                    return Err(self.at(
+                        &["Site", "trust_domain"],
+                        Target::Value,
+                        format!(
+                            "`{name}` is not a trust domain name: {problem}; use lowercase letters, digits and `-`, starting and ending with a letter or digit, such as `region-a`"
+                        ),
+                    ));
+                }
+            },
+        };
 
         Ok(SiteConfig {
             source: Some(self.file.to_owned()),
@@ -507,6 +563,8 @@ impl Doc<'_> {
             listen,
             data_dir,
             max_clock_skew,
+            isolation_after,
+            trust_domain,
             peers,
             upstream,
             downstream,
@@ -784,6 +842,26 @@ impl Doc<'_> {
         }
         Ok(peers)
     }
+}
+
+/// What keeps `name` from being a label (lowercase letters, digits and `-`, starting and ending
+/// with a letter or digit, at most 63 characters), or `None` when it is one.
+pub(crate) fn label_problem(name: &str) -> Option<String> {
+    const MAX: usize = 63;
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if name.is_empty() {
+        return Some("it is empty".to_owned());
+    }
+    if name.chars().count() > MAX {
+        return Some(format!("it is longer than {MAX} characters"));
+    }
+    if let Some(bad) = name.chars().find(|&c| !alnum(c) && c != '-') {
+        return Some(format!("it contains `{bad}`"));
+    }
+    if !name.starts_with(alnum) || !name.ends_with(alnum) {
+        return Some("it must start and end with a letter or digit".to_owned());
+    }
+    None
 }
 
 /// One of two optional values that must agree when both are given.

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Hlc, IdError, Kind, ObjectKey, ObjectName, Scope, Version, format_rfc3339_millis};
+use crate::{
+    Hlc, IdError, Kind, ObjectKey, ObjectName, Scope, Version, VersionVector, format_rfc3339_millis,
+};
 
 /// The only API version of object documents so far.
 pub const API_VERSION: &str = "souverix/v1";
@@ -142,6 +144,11 @@ pub struct StoredObject {
     pub spec: serde_json::Value,
     /// The timestamp of the object's first version.
     pub created: Hlc,
+    /// The object's causal context: the merge of the version vectors of every version of it this
+    /// site has accepted. A new local write increments it, so the write dominates everything
+    /// seen; a remote version that this does not dominate, and that does not dominate this, is
+    /// concurrent (a conflict).
+    pub context: VersionVector,
 }
 
 impl StoredObject {
@@ -160,7 +167,7 @@ impl StoredObject {
                 author: Some(v.author.clone()),
                 created_at: Some(format_rfc3339_millis(self.created.wall_ms)),
                 updated_at: Some(format_rfc3339_millis(v.hlc.wall_ms)),
-                version_vector: Some(v.vv.entries().map(|(s, c)| (s.to_string(), c)).collect()),
+                version_vector: Some(self.context.entries().map(|(s, c)| (s.to_string(), c)).collect()),
                 content_hash: Some(v.content_hash.to_string()),
                 deleted: v.deleted.then_some(true),
             },

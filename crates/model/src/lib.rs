@@ -23,3 +23,10 @@ pub use level::{Autonomy, Level};
 pub use time::format_rfc3339_millis;
 pub use version::{ContentHash, Version, VersionId, VersionIdError, lww_winner};
 pub use vv::{Causality, VersionVector};
+
+/// A source of physical time in milliseconds since the Unix epoch. The model never reads a
+/// clock; the site passes one of these to whatever needs the time, so tests and the simulator
+/// can drive it.
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> u64;
+}

@@ -72,6 +72,21 @@ impl VersionVector {
     }
 }
 
+impl FromIterator<(SiteId, u64)> for VersionVector {
+    /// Builds a vector from `(site, counter)` pairs; zero counters are left out (absent is zero)
+    /// and a repeated site keeps its largest counter.
+    fn from_iter<I: IntoIterator<Item = (SiteId, u64)>>(iter: I) -> Self {
+        let mut map = BTreeMap::new();
+        for (site, counter) in iter {
+            if counter > 0 {
+                let entry = map.entry(site).or_insert(0);
+                *entry = counter.max(*entry);
+            }
+        }
+        Self(map)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

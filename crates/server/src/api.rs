@@ -36,6 +36,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/v1/objects/{kind}/{scope}/{name}", get(get_object).put(put_object).delete(delete_object))
         .route("/v1/objects/{kind}/{scope}/{name}/history", get(history))
         .route("/v1/audit", get(audit))
+        .merge(crate::sync_api::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -179,11 +180,30 @@ fn write_error(state: &AppState, key: &ObjectKey, err: WriteError) -> ApiError {
     }
 }
 
+/// Refuses a write to a scope this site does not hold (a sibling's, or one it has not heard of).
+fn check_held(state: &AppState, key: &ObjectKey) -> Result<(), ApiError> {
+    if state.engine.holds(&key.scope) {
+        return Ok(());
+    }
+    let held: Vec<String> = state.engine.held_scopes().iter().map(|s| format!("`{s}`")).collect();
+    Err(ApiError::forbidden(
+        "scope-not-held",
+        format!(
+            "site `{}` does not hold scope `{}`: a site holds only its own scope, its ancestors' and its descendants' ({}); write the object at a site that holds it",
+            state.site.id,
+            key.scope,
+            held.join(", ")
+        ),
+    ))
+}
+
 async fn commit(state: &AppState, write: LocalWrite) -> Result<Committed, ApiError> {
+    check_held(state, &write.key)?;
     let key = write.key.clone();
     match on_store(state, "write", move |s| s.write(write)).await? {
         Ok(committed) => {
             state.metrics.write(key.kind.as_str(), "applied");
+            state.engine.notify_change(None);
             Ok(committed)
         }
         Err(err) => Err(write_error(state, &key, err)),
@@ -567,6 +587,7 @@ async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    state.metrics.observe_sync(&state.engine.status().await);
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         state.metrics.render(),

@@ -1,11 +1,8 @@
-//! Physical time, behind a trait so tests and the simulator can drive it.
+//! The machine's clock, behind `model::Clock` so tests and the simulator can drive time.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// A source of physical time in milliseconds since the Unix epoch.
-pub trait Clock: Send + Sync {
-    fn now_ms(&self) -> u64;
-}
+pub use model::Clock;
 
 /// The machine's clock.
 #[derive(Debug, Clone, Copy, Default)]

@@ -1,5 +1,7 @@
 //! One site's HTTP API: object documents under `/v1/objects`, their history, the audit log,
-//! `/healthz`, Prometheus `/metrics` and the OpenAPI document, over axum.
+//! the sync endpoints (`/v1/sync/...`, `/v1/links/{peer}/signal`), `/healthz`, Prometheus
+//! `/metrics` and the OpenAPI document, over axum; and [`RunningSite`], a whole site (store, sync
+//! engine, server) started from its configuration.
 //!
 //! [`router`] builds the routes over an [`AppState`]; [`run`] serves them on a listener until
 //! a shutdown future completes, then drains in-flight requests. The store is reached only
@@ -12,11 +14,14 @@ pub mod clock;
 mod metrics;
 mod openapi;
 mod problem;
+pub mod site;
+mod sync_api;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use model::{Level, Scope, SiteId};
+use replication::SyncEngine;
 use store::Store;
 
 pub use api::{AuditItem, AuditPage, HistoryItem, HistoryPage, ObjectPage, SiteDocument};
@@ -24,6 +29,7 @@ pub use clock::{Clock, SystemClock};
 pub use metrics::Metrics;
 pub use openapi::openapi_document;
 pub use problem::{ApiError, Problem};
+pub use site::{RunningSite, SiteError};
 
 /// The largest request body a site accepts unless configured otherwise.
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
@@ -44,16 +50,18 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     pub max_body: usize,
+    pub engine: SyncEngine,
 }
 
 impl AppState {
-    pub fn new(site: SiteInfo, store: Arc<dyn Store>) -> Self {
+    pub fn new(site: SiteInfo, store: Arc<dyn Store>, engine: SyncEngine) -> Self {
         Self {
             site: Arc::new(site),
             store,
             clock: Arc::new(SystemClock),
             metrics: Arc::new(Metrics::new()),
             max_body: DEFAULT_MAX_BODY,
+            engine,
         }
     }
 }

@@ -5,8 +5,10 @@ use std::time::Duration;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 type Labels = Vec<(String, String)>;
 
@@ -17,6 +19,14 @@ pub struct Metrics {
     errors: Family<Labels, Counter>,
     writes: Family<Labels, Counter>,
     store_latency: Family<Labels, Histogram, fn() -> Histogram>,
+    received_versions: Family<Labels, Counter>,
+    link_state: Family<Labels, Gauge>,
+    link_pending: Family<Labels, Gauge>,
+    link_pending_bytes: Family<Labels, Gauge>,
+    link_debt_seconds: Family<Labels, Gauge<f64, AtomicU64>>,
+    link_last_sync_age_seconds: Family<Labels, Gauge<f64, AtomicU64>>,
+    link_sent_versions: Family<Labels, Gauge>,
+    link_sent_bytes: Family<Labels, Gauge>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -50,7 +60,69 @@ impl Metrics {
             "Time spent in the store, by operation",
             store_latency.clone(),
         );
-        Self { registry, requests, errors, writes, store_latency }
+        let received_versions = Family::<Labels, Counter>::default();
+        registry.register(
+            "sync_received_versions",
+            "Versions received from neighbours, by outcome (applied or duplicate)",
+            received_versions.clone(),
+        );
+        let link_state = Family::<Labels, Gauge>::default();
+        registry.register(
+            "sync_link_state",
+            "1 for the current state of each link, by peer and state",
+            link_state.clone(),
+        );
+        let link_pending = Family::<Labels, Gauge>::default();
+        registry.register(
+            "sync_pending_changes",
+            "Changes a peer has not acknowledged, by peer",
+            link_pending.clone(),
+        );
+        let link_pending_bytes = Family::<Labels, Gauge>::default();
+        registry.register(
+            "sync_pending_bytes",
+            "Bytes of content a peer has not acknowledged, by peer",
+            link_pending_bytes.clone(),
+        );
+        let link_debt_seconds = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "sync_debt_seconds",
+            "Age of the oldest change a peer has not acknowledged, by peer (0 when none)",
+            link_debt_seconds.clone(),
+        );
+        let link_last_sync_age_seconds = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "sync_last_sync_age_seconds",
+            "Time since the last successful round with a peer, by peer",
+            link_last_sync_age_seconds.clone(),
+        );
+        let link_sent_versions = Family::<Labels, Gauge>::default();
+        registry.register(
+            "sync_sent_versions",
+            "Versions sent to a peer since the site started, by peer",
+            link_sent_versions.clone(),
+        );
+        let link_sent_bytes = Family::<Labels, Gauge>::default();
+        registry.register(
+            "sync_sent_bytes",
+            "Encoded batch bytes sent to a peer since the site started, by peer",
+            link_sent_bytes.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            errors,
+            writes,
+            store_latency,
+            received_versions,
+            link_state,
+            link_pending,
+            link_pending_bytes,
+            link_debt_seconds,
+            link_last_sync_age_seconds,
+            link_sent_versions,
+            link_sent_bytes,
+        }
     }
 
     pub fn request(&self, method: &str, status: u16) {
@@ -72,6 +144,39 @@ impl Metrics {
         self.store_latency
             .get_or_create(&vec![("operation".into(), operation.to_owned())])
             .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn received(&self, applied: usize, duplicates: usize) {
+        let count = |outcome: &str, n: usize| {
+            self.received_versions
+                .get_or_create(&vec![("outcome".into(), outcome.to_owned())])
+                .inc_by(n as u64);
+        };
+        count("applied", applied);
+        count("duplicate", duplicates);
+    }
+
+    /// Sets the per-link gauges from a sync status.
+    pub fn observe_sync(&self, status: &replication::SyncStatus) {
+        let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        for link in &status.links {
+            let peer = vec![("peer".to_owned(), link.peer.clone())];
+            for state in replication::LinkState::ALL {
+                let labels = vec![
+                    ("peer".to_owned(), link.peer.clone()),
+                    ("state".to_owned(), state.as_str().to_owned()),
+                ];
+                self.link_state.get_or_create(&labels).set(i64::from(link.state == state));
+            }
+            self.link_pending.get_or_create(&peer).set(clamp(link.pending));
+            self.link_pending_bytes.get_or_create(&peer).set(clamp(link.pending_bytes));
+            self.link_debt_seconds.get_or_create(&peer).set(link.debt_seconds.unwrap_or(0.0));
+            if let Some(age) = link.last_sync_age_seconds {
+                self.link_last_sync_age_seconds.get_or_create(&peer).set(age);
+            }
+            self.link_sent_versions.get_or_create(&peer).set(clamp(link.sent_versions));
+            self.link_sent_bytes.get_or_create(&peer).set(clamp(link.sent_bytes));
+        }
     }
 
     /// The metrics in the Prometheus (OpenMetrics) text format.

@@ -18,6 +18,9 @@ use crate::api;
         api::history,
         api::audit,
         api::site,
+        crate::sync_api::status,
+        crate::sync_api::sync_now,
+        crate::sync_api::signal,
     ),
     components(schemas(
         model::ObjectDocument,
@@ -29,6 +32,7 @@ use crate::api;
         api::AuditPage,
         api::AuditItem,
         api::SiteDocument,
+        crate::sync_api::SignalBody,
     ))
 )]
 struct ApiDoc;

@@ -63,6 +63,18 @@ impl ApiError {
         )
     }
 
+    pub fn forbidden(slug: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, slug, "Forbidden", detail)
+    }
+
+    pub fn unprocessable(slug: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, slug, "Unprocessable content", detail)
+    }
+
+    pub fn unavailable(slug: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, slug, "Service unavailable", detail)
+    }
+
     pub fn method_not_allowed(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed", detail)
     }

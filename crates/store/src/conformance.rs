@@ -12,8 +12,11 @@
 //! ```
 //!
 //! Each case starts with [`Harness::reset`], so cases are independent and run in any order.
-//! [`model_based`] runs random sequences of writes, deletes and restarts against a `BTreeMap`
-//! model, on a fresh store per generated sequence.
+//! The replication cases (applying peers' versions, link batches, debt, digests, link records)
+//! build remote versions as a peer would have stamped them; they assume the harness's maximum
+//! clock skew is between a second and a day. [`model_based`] runs random sequences of writes,
+//! deletes, versions from peers and restarts against a `BTreeMap` model, on a fresh store per
+//! generated sequence.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -27,6 +30,9 @@ use serde_json::json;
 use crate::{
     AuditRecord, Committed, ListFilter, LocalWrite, MAX_PAGE, Precondition, SqliteStore, Store, WriteError,
 };
+
+mod replication;
+pub use replication::*;
 
 /// What a backend provides to run the suite.
 pub trait Harness {
@@ -127,6 +133,35 @@ pub const CASES: &[(&str, Case)] = &[
     ("clock_never_goes_backwards_across_reopen", clock_never_goes_backwards_across_reopen),
     ("data_survives_reopen", data_survives_reopen),
     ("equal_content_hashes_equal", equal_content_hashes_equal),
+    ("apply_remote_stores_a_peers_version", apply_remote_stores_a_peers_version),
+    (
+        "a_batch_applied_twice_changes_nothing_the_second_time",
+        a_batch_applied_twice_changes_nothing_the_second_time,
+    ),
+    (
+        "a_dominating_remote_version_becomes_current_and_merges_the_context",
+        a_dominating_remote_version_becomes_current_and_merges_the_context,
+    ),
+    (
+        "an_older_remote_version_goes_to_history_not_current",
+        an_older_remote_version_goes_to_history_not_current,
+    ),
+    ("concurrent_versions_converge_whatever_the_order", concurrent_versions_converge_whatever_the_order),
+    ("a_local_write_after_a_remote_version_follows_it", a_local_write_after_a_remote_version_follows_it),
+    (
+        "a_batch_beyond_the_clock_skew_is_refused_and_changes_nothing",
+        a_batch_beyond_the_clock_skew_is_refused_and_changes_nothing,
+    ),
+    ("changes_for_link_does_not_echo_and_filters_scopes", changes_for_link_does_not_echo_and_filters_scopes),
+    (
+        "superseded_versions_from_the_same_origin_are_skipped",
+        superseded_versions_from_the_same_origin_are_skipped,
+    ),
+    ("scanned_to_advances_past_skipped_changes", scanned_to_advances_past_skipped_changes),
+    ("link_debt_counts_what_the_link_would_carry", link_debt_counts_what_the_link_would_carry),
+    ("digest_entries_and_has_version", digest_entries_and_has_version),
+    ("remote_tombstones_delete_and_recreate", remote_tombstones_delete_and_recreate),
+    ("links_round_trip_across_reopen", links_round_trip_across_reopen),
 ];
 
 /// Runs every case of [`CASES`] in turn (not [`model_based`]).
@@ -161,6 +196,20 @@ macro_rules! conformance_tests {
             clock_never_goes_backwards_across_reopen,
             data_survives_reopen,
             equal_content_hashes_equal,
+            apply_remote_stores_a_peers_version,
+            a_batch_applied_twice_changes_nothing_the_second_time,
+            a_dominating_remote_version_becomes_current_and_merges_the_context,
+            an_older_remote_version_goes_to_history_not_current,
+            concurrent_versions_converge_whatever_the_order,
+            a_local_write_after_a_remote_version_follows_it,
+            a_batch_beyond_the_clock_skew_is_refused_and_changes_nothing,
+            changes_for_link_does_not_echo_and_filters_scopes,
+            superseded_versions_from_the_same_origin_are_skipped,
+            scanned_to_advances_past_skipped_changes,
+            link_debt_counts_what_the_link_would_carry,
+            digest_entries_and_has_version,
+            remote_tombstones_delete_and_recreate,
+            links_round_trip_across_reopen,
         ]);
 
         #[test]
@@ -873,26 +922,97 @@ fn model_keys() -> [ObjectKey; 4] {
     ]
 }
 
+/// The peers of the model-based test: two sites (not the store's own) that write versions and
+/// relay each other's.
+fn model_peers(store: &dyn Store) -> [SiteId; 2] {
+    let mut sites = ["region-a-control", "global-control", "edge-zone-a2"]
+        .into_iter()
+        .map(|n| SiteId::new(n).expect("a valid site id"))
+        .filter(|s| s != store.site());
+    [(); 2].map(|()| sites.next().expect("two other sites"))
+}
+
 /// One step of the model-based test. `now` is an offset from [`T0`] that wanders back and
 /// forth, as a bad physical clock would.
 #[derive(Debug, Clone)]
 enum Op {
-    Put { key: usize, spec: u8, now: u64 },
-    PutIfMatch { key: usize, spec: u8, now: u64 },
-    PutStale { key: usize, spec: u8, now: u64 },
-    PutIfAbsent { key: usize, spec: u8, now: u64 },
-    Delete { key: usize, if_match: bool, now: u64 },
+    Put {
+        key: usize,
+        spec: u8,
+        now: u64,
+    },
+    PutIfMatch {
+        key: usize,
+        spec: u8,
+        now: u64,
+    },
+    PutStale {
+        key: usize,
+        spec: u8,
+        now: u64,
+    },
+    PutIfAbsent {
+        key: usize,
+        spec: u8,
+        now: u64,
+    },
+    Delete {
+        key: usize,
+        if_match: bool,
+        now: u64,
+    },
+    /// A version written at peer `origin` (stamped at `written`), arriving from peer `from` at
+    /// `now`. `sees` means the origin had seen every version this site holds (its vector
+    /// dominates the context); otherwise it had seen only its own earlier versions. A `held`
+    /// version is delayed: it arrives with a later [`Op::Deliver`], possibly after versions
+    /// its origin wrote after it (as a digest repair would bring it).
+    Remote {
+        key: usize,
+        origin: usize,
+        from: usize,
+        spec: u8,
+        deleted: bool,
+        sees: bool,
+        held: bool,
+        written: u64,
+        now: u64,
+    },
+    /// A delayed version arrives (the `n`-th, modulo how many are delayed).
+    Deliver {
+        n: usize,
+        now: u64,
+    },
+    /// A version applied before is delivered again (the `n`-th, modulo how many there are).
+    Redeliver {
+        n: usize,
+        now: u64,
+    },
     Restart,
 }
 
 fn op() -> impl Strategy<Value = Op> {
     let key = 0..model_keys().len();
+    let flags = (proptest::bool::weighted(0.15), any::<bool>(), proptest::bool::weighted(0.3));
+    let remote = (key.clone(), 0..2usize, 0..2usize, 0u8..4, flags, 0u64..50, 0u64..50);
     prop_oneof![
         4 => (key.clone(), 0u8..4, 0u64..50).prop_map(|(key, spec, now)| Op::Put { key, spec, now }),
         2 => (key.clone(), 0u8..4, 0u64..50).prop_map(|(key, spec, now)| Op::PutIfMatch { key, spec, now }),
         1 => (key.clone(), 0u8..4, 0u64..50).prop_map(|(key, spec, now)| Op::PutStale { key, spec, now }),
         1 => (key.clone(), 0u8..4, 0u64..50).prop_map(|(key, spec, now)| Op::PutIfAbsent { key, spec, now }),
         2 => (key, any::<bool>(), 0u64..50).prop_map(|(key, if_match, now)| Op::Delete { key, if_match, now }),
+        4 => remote.prop_map(|(key, origin, from, spec, (deleted, sees, held), written, now)| Op::Remote {
+            key,
+            origin,
+            from,
+            spec,
+            deleted,
+            sees,
+            held,
+            written,
+            now,
+        }),
+        2 => (any::<usize>(), 0u64..50).prop_map(|(n, now)| Op::Deliver { n, now }),
+        1 => (any::<usize>(), 0u64..50).prop_map(|(n, now)| Op::Redeliver { n, now }),
         1 => Just(Op::Restart),
     ]
 }
@@ -900,27 +1020,63 @@ fn op() -> impl Strategy<Value = Op> {
 /// What the model holds for one object.
 #[derive(Debug, Clone)]
 struct ModelObject {
+    /// The current version: the greatest in last-write-wins order of every version held.
+    current: model::Version,
     labels: BTreeMap<String, String>,
     spec: serde_json::Value,
-    deleted: bool,
     created: Hlc,
-    /// Every version id, oldest first; the last is current.
+    context: model::VersionVector,
+    /// Every version id, in the order the site accepted them.
     history: Vec<VersionId>,
 }
 
 impl ModelObject {
-    fn current(&self) -> &VersionId {
-        &self.history[self.history.len() - 1]
+    fn current(&self) -> VersionId {
+        self.current.id()
+    }
+
+    fn deleted(&self) -> bool {
+        self.current.deleted
     }
 }
 
-#[derive(Debug, Default)]
+/// One change-log entry as the model keeps it.
+#[derive(Debug, Clone)]
+struct ModelChange {
+    key: ObjectKey,
+    id: VersionId,
+    /// The peer it came from (an index into [`model_peers`]); `None` for a local write.
+    from: Option<usize>,
+}
+
+#[derive(Debug)]
 struct Model {
     objects: BTreeMap<ObjectKey, ModelObject>,
-    accepted: usize,
+    changes: Vec<ModelChange>,
+    /// Every remote version applied, for redelivery.
+    remote: Vec<crate::RemoteVersion>,
+    /// Remote versions written but delayed, with the peer they will come from.
+    delayed: Vec<(crate::RemoteVersion, usize)>,
+    /// The clocks of the two peers.
+    peer_clocks: [model::HlcClock; 2],
     audited: usize,
     last_seq: u64,
     last_hlc: Hlc,
+}
+
+impl Default for Model {
+    fn default() -> Self {
+        Model {
+            objects: BTreeMap::new(),
+            changes: Vec::new(),
+            remote: Vec::new(),
+            delayed: Vec::new(),
+            peer_clocks: [model::HlcClock::new(Hlc::ZERO, 0), model::HlcClock::new(Hlc::ZERO, 0)],
+            audited: 0,
+            last_seq: 0,
+            last_hlc: Hlc::ZERO,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -947,10 +1103,12 @@ fn model_write(site: &SiteId, model: &Model, op: &Op) -> (LocalWrite, Expect) {
         | Op::PutStale { key, now, .. }
         | Op::PutIfAbsent { key, now, .. }
         | Op::Delete { key, now, .. } => (&keys[*key], T0 + now),
-        Op::Restart => unreachable!("a restart is not a write"),
+        Op::Remote { .. } | Op::Deliver { .. } | Op::Redeliver { .. } | Op::Restart => {
+            unreachable!("not a local write")
+        }
     };
     let current = model.objects.get(key);
-    let live = current.filter(|o| !o.deleted);
+    let live = current.filter(|o| !o.deleted());
     let content = |spec: u8| {
         let (labels, spec) = model_spec(spec);
         LocalWrite { labels, ..put(key, spec, now) }
@@ -958,17 +1116,25 @@ fn model_write(site: &SiteId, model: &Model, op: &Op) -> (LocalWrite, Expect) {
     match op {
         Op::Put { spec, .. } => (content(*spec), Expect::Applied),
         Op::PutIfMatch { spec, .. } => match live {
-            Some(o) => (if_match(content(*spec), o.current().clone()), Expect::Applied),
+            Some(o) => (if_match(content(*spec), o.current()), Expect::Applied),
             None => {
-                let id = current.map_or_else(|| never_issued(site), |o| o.current().clone());
+                let id = current.map_or_else(|| never_issued(site), ModelObject::current);
                 (if_match(content(*spec), id), Expect::PreconditionFailed)
             }
         },
         Op::PutStale { spec, .. } => {
             let stale = match current {
-                Some(o) if o.deleted => o.current().clone(),
-                Some(o) if o.history.len() >= 2 => o.history[o.history.len() - 2].clone(),
-                _ => never_issued(site),
+                Some(o) if o.deleted() => o.current(),
+                Some(o) => {
+                    let cur = o.current();
+                    o.history
+                        .iter()
+                        .rev()
+                        .find(|id| **id != cur)
+                        .cloned()
+                        .unwrap_or_else(|| never_issued(site))
+                }
+                None => never_issued(site),
             };
             (if_match(content(*spec), stale), Expect::PreconditionFailed)
         }
@@ -978,32 +1144,47 @@ fn model_write(site: &SiteId, model: &Model, op: &Op) -> (LocalWrite, Expect) {
         }
         Op::Delete { if_match: with_if_match, .. } => match live {
             None => (delete(key, now), Expect::NotFound),
-            Some(o) if *with_if_match => (if_match(delete(key, now), o.current().clone()), Expect::Applied),
+            Some(o) if *with_if_match => (if_match(delete(key, now), o.current()), Expect::Applied),
             Some(_) => (delete(key, now), Expect::Applied),
         },
-        Op::Restart => unreachable!("a restart is not a write"),
+        Op::Remote { .. } | Op::Deliver { .. } | Op::Redeliver { .. } | Op::Restart => {
+            unreachable!("not a local write")
+        }
     }
 }
 
 /// Applies one write to the store and the model and checks the outcome against the model.
 fn step(store: &dyn Store, model: &mut Model, op: &Op) -> Result<(), TestCaseError> {
+    match op {
+        Op::Remote { .. } => return step_remote(store, model, op),
+        Op::Deliver { n, now } => {
+            if model.delayed.is_empty() {
+                return Ok(());
+            }
+            let (remote, from) = model.delayed.remove(n % model.delayed.len());
+            return apply_one(store, model, remote, from, *now);
+        }
+        Op::Redeliver { n, now } => return step_redeliver(store, model, *n, *now),
+        _ => {}
+    }
     let site = store.site().clone();
     let (write, expect) = model_write(&site, model, op);
     let key = write.key.clone();
-    let (labels, spec, deleted) = (write.labels.clone(), write.spec.clone(), write.deleted);
+    let (labels, spec) = (write.labels.clone(), write.spec.clone());
     let outcome = store.write(write);
     model.audited += 1;
     match (outcome, expect) {
         (Ok(c), Expect::Applied) => {
             let prior = model.objects.get(&key);
-            let was_live = prior.is_some_and(|o| !o.deleted);
+            let was_live = prior.is_some_and(|o| !o.deleted());
             let v = &c.object.version;
             prop_assert!(v.hlc > model.last_hlc, "timestamp {} after {}", v.hlc, model.last_hlc);
             prop_assert_eq!(&v.origin, &site);
             prop_assert!(c.seq > model.last_seq, "seq {} after {}", c.seq, model.last_seq);
             prop_assert_eq!(c.created, !was_live);
-            let versions_before = prior.map_or(0, |o| o.history.len()) as u64;
-            prop_assert_eq!(v.vv.get(&site), versions_before + 1, "the counter counts every version");
+            let mut vv = prior.map(|o| o.context.clone()).unwrap_or_default();
+            vv.increment(&site);
+            prop_assert_eq!(&v.vv, &vv, "a local write increments the object's context");
             let created = match prior {
                 Some(o) if was_live => o.created,
                 _ => v.hlc,
@@ -1013,8 +1194,9 @@ fn step(store: &dyn Store, model: &mut Model, op: &Op) -> Result<(), TestCaseErr
             history.push(v.id());
             model.last_hlc = v.hlc;
             model.last_seq = c.seq;
-            model.accepted += 1;
-            model.objects.insert(key, ModelObject { labels, spec, deleted, created, history });
+            model.changes.push(ModelChange { key: key.clone(), id: v.id(), from: None });
+            let object = ModelObject { current: v.clone(), labels, spec, created, context: vv, history };
+            model.objects.insert(key, object);
         }
         (Err(WriteError::PreconditionFailed { .. }), Expect::PreconditionFailed)
         | (Err(WriteError::NotFound { .. }), Expect::NotFound) => {}
@@ -1025,31 +1207,169 @@ fn step(store: &dyn Store, model: &mut Model, op: &Op) -> Result<(), TestCaseErr
     Ok(())
 }
 
-/// Compares everything a client can read with the model.
+/// Applies a version from a peer to the store and the model.
+fn step_remote(store: &dyn Store, model: &mut Model, op: &Op) -> Result<(), TestCaseError> {
+    let Op::Remote { key, origin, from, spec, deleted, sees, held, written, now } = *op else {
+        unreachable!("a remote op")
+    };
+    let peers = model_peers(store);
+    let key = model_keys()[key].clone();
+    let (labels, spec) = if deleted { (BTreeMap::new(), serde_json::Value::Null) } else { model_spec(spec) };
+    let prior = model.objects.get(&key);
+    // The origin's counter continues whatever of its versions the site holds.
+    let seen = prior.map_or(0, |o| o.context.get(&peers[origin]));
+    let own = model
+        .remote
+        .iter()
+        .chain(model.delayed.iter().map(|(r, _)| r))
+        .filter(|r| r.key == key && r.version.origin == peers[origin])
+        .map(|r| r.version.vv.get(&peers[origin]))
+        .max()
+        .unwrap_or(0);
+    let mut vv = if sees { prior.map(|o| o.context.clone()).unwrap_or_default() } else { Default::default() };
+    for _ in vv.get(&peers[origin])..seen.max(own) + 1 {
+        vv.increment(&peers[origin]);
+    }
+    if sees {
+        // Having seen those versions, the origin's clock is past their timestamps.
+        for m in model.changes.iter().filter(|c| c.key == key) {
+            let clock = &mut model.peer_clocks[origin];
+            *clock = model::HlcClock::new(clock.last().max(m.id.hlc), 0);
+        }
+    }
+    let version = model::Version {
+        hlc: model.peer_clocks[origin].tick(T0 + written),
+        origin: peers[origin].clone(),
+        vv,
+        author: format!("operator@{}", peers[origin]),
+        content_hash: ContentHash::of(&key, &labels, &spec, deleted),
+        deleted,
+    };
+    let remote = crate::RemoteVersion { key, version, labels, spec };
+    if held {
+        model.delayed.push((remote, from));
+        return Ok(());
+    }
+    apply_one(store, model, remote, from, now)
+}
+
+/// Applies one new remote version, arriving from peer `from` at `now`, to the store and the
+/// model.
+fn apply_one(
+    store: &dyn Store,
+    model: &mut Model,
+    remote: crate::RemoteVersion,
+    from: usize,
+    now: u64,
+) -> Result<(), TestCaseError> {
+    let peers = model_peers(store);
+    let (key, version) = (remote.key.clone(), remote.version.clone());
+    let prior = model.objects.get(&key);
+    let report = store
+        .apply_remote(&peers[from], std::slice::from_ref(&remote), T0 + now)
+        .map_err(|e| TestCaseError::fail(format!("applying {remote:?}: {e}")))?;
+
+    let concurrent = prior.is_some_and(|o| version.vv.compare(&o.context) == model::Causality::Concurrent);
+    let becomes_current = prior.is_none_or(|o| version.lww_cmp(&o.current) == std::cmp::Ordering::Greater);
+    prop_assert!(report.last_seq > model.last_seq);
+    let expected = crate::ApplyReport {
+        applied: 1,
+        duplicates: 0,
+        became_current: usize::from(becomes_current),
+        concurrent: usize::from(concurrent),
+        last_seq: report.last_seq,
+    };
+    prop_assert_eq!(&report, &expected, "{:?}", remote);
+
+    let mut object = match prior {
+        Some(o) => o.clone(),
+        None => ModelObject {
+            current: version.clone(),
+            labels: remote.labels.clone(),
+            spec: remote.spec.clone(),
+            created: version.hlc,
+            context: Default::default(),
+            history: Vec::new(),
+        },
+    };
+    if becomes_current {
+        if object.deleted() || prior.is_none() {
+            object.created = version.hlc;
+        }
+        object.current = version.clone();
+        object.labels = remote.labels.clone();
+        object.spec = remote.spec.clone();
+    }
+    object.context.merge(&version.vv);
+    object.history.push(version.id());
+    model.objects.insert(key.clone(), object);
+    model.changes.push(ModelChange { key, id: version.id(), from: Some(from) });
+    model.last_hlc = model::HlcClock::new(model.last_hlc, u64::MAX)
+        .observe(version.hlc, T0 + now)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    model.last_seq = report.last_seq;
+    model.remote.push(remote);
+    Ok(())
+}
+
+/// Delivers a version applied before once more: a duplicate that changes nothing.
+fn step_redeliver(store: &dyn Store, model: &mut Model, n: usize, now: u64) -> Result<(), TestCaseError> {
+    let batch: Vec<_> =
+        model.remote.get(n.checked_rem(model.remote.len()).unwrap_or(0)).cloned().into_iter().collect();
+    let from = model_peers(store)[n % 2].clone();
+    let report = store
+        .apply_remote(&from, &batch, T0 + now)
+        .map_err(|e| TestCaseError::fail(format!("redeliver: {e}")))?;
+    let expected =
+        crate::ApplyReport { duplicates: batch.len(), last_seq: model.last_seq, ..Default::default() };
+    prop_assert_eq!(report, expected);
+    Ok(())
+}
+
+/// The version ids a link to `peer` (an index into [`model_peers`]) carries after the start
+/// of the log, in the scopes asked: not from the peer, and not superseded by a version of the
+/// same object from the same origin with a greater timestamp.
+fn model_link(model: &Model, peer: usize, scope: Option<&Scope>) -> Vec<VersionId> {
+    model
+        .changes
+        .iter()
+        .filter(|c| c.from != Some(peer) && scope.is_none_or(|s| &c.key.scope == s))
+        .filter(|c| {
+            !model.objects[&c.key].history.iter().any(|id| id.origin == c.id.origin && id.hlc > c.id.hlc)
+        })
+        .map(|c| c.id.clone())
+        .collect()
+}
+
+/// Compares everything a client and a link can read with the model.
 fn check(store: &dyn Store, model: &Model) -> Result<(), TestCaseError> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| TestCaseError::fail(format!("{what}: {e}"));
     let mut live = Vec::new();
     let mut all = Vec::new();
     for key in model_keys() {
-        let got = store.get(&key).map_err(|e| TestCaseError::fail(format!("get {key}: {e}")))?;
-        let history = store.history(&key).map_err(|e| TestCaseError::fail(format!("history {key}: {e}")))?;
+        let got = store.get(&key).map_err(|e| fail("get", &e))?;
+        let history = store.history(&key).map_err(|e| fail("history", &e))?;
         let ids: Vec<VersionId> = history.iter().map(|h| h.version.id()).collect();
         match (model.objects.get(&key), got) {
             (None, None) => prop_assert!(ids.is_empty(), "{key} has history {ids:?} but the model has none"),
             (Some(m), Some(o)) => {
-                prop_assert_eq!(&o.version.id(), m.current(), "current version of {}", key);
-                prop_assert_eq!(o.version.deleted, m.deleted, "deleted flag of {}", key);
+                prop_assert_eq!(&o.version, &m.current, "current version of {}", key);
                 prop_assert_eq!(&o.spec, &m.spec, "spec of {}", key);
                 prop_assert_eq!(&o.labels, &m.labels, "labels of {}", key);
                 prop_assert_eq!(o.created, m.created, "created of {}", key);
+                prop_assert_eq!(&o.context, &m.context, "context of {}", key);
                 prop_assert_eq!(
                     &o.version.content_hash,
-                    &ContentHash::of(&key, &m.labels, &m.spec, m.deleted),
+                    &ContentHash::of(&key, &m.labels, &m.spec, m.deleted()),
                     "content hash of {}",
                     key
                 );
                 prop_assert_eq!(&ids, &m.history, "history of {}", key);
+                for id in &ids {
+                    prop_assert!(store.has_version(&key, id).map_err(|e| fail("has_version", &e))?);
+                }
                 all.push(key.clone());
-                if !m.deleted {
+                if !m.deleted() {
                     live.push(key.clone());
                 }
             }
@@ -1068,31 +1388,49 @@ fn check(store: &dyn Store, model: &Model) -> Result<(), TestCaseError> {
     sort(&mut live);
     sort(&mut all);
     let listed = |filter: ListFilter| -> Result<Vec<ObjectKey>, TestCaseError> {
-        Ok(store
-            .list(&filter)
-            .map_err(|e| TestCaseError::fail(format!("list: {e}")))?
-            .into_iter()
-            .map(|o| o.key)
-            .collect())
+        Ok(store.list(&filter).map_err(|e| fail("list", &e))?.into_iter().map(|o| o.key).collect())
     };
     prop_assert_eq!(listed(ListFilter::default())?, live);
-    prop_assert_eq!(listed(ListFilter { include_deleted: true, ..ListFilter::default() })?, all);
-    let changes = store.changes(0, MAX_PAGE).map_err(|e| TestCaseError::fail(format!("changes: {e}")))?;
-    prop_assert_eq!(changes.len(), model.accepted, "one change per accepted write");
-    prop_assert_eq!(
-        store.last_seq().map_err(|e| TestCaseError::fail(format!("last_seq: {e}")))?,
-        model.last_seq
-    );
-    let audit = store.audit(0, MAX_PAGE).map_err(|e| TestCaseError::fail(format!("audit: {e}")))?;
-    prop_assert_eq!(audit.len(), model.audited, "one audit entry per write, applied or refused");
-    prop_assert_eq!(store.clock().map_err(|e| TestCaseError::fail(format!("clock: {e}")))?, model.last_hlc);
+    prop_assert_eq!(listed(ListFilter { include_deleted: true, ..ListFilter::default() })?, all.clone());
+    let digest = store.digest_entries(None).map_err(|e| fail("digest_entries", &e))?;
+    let expected: Vec<_> = all.iter().map(|k| (k.clone(), model.objects[k].current())).collect();
+    prop_assert_eq!(digest, expected, "digest entries");
+
+    let changes = store.changes(0, MAX_PAGE).map_err(|e| fail("changes", &e))?;
+    prop_assert_eq!(changes.len(), model.changes.len(), "one change per accepted version");
+    let peers = model_peers(store);
+    for (c, m) in changes.iter().zip(&model.changes) {
+        prop_assert_eq!(&c.version.id(), &m.id);
+        prop_assert_eq!(c.from_site.as_ref(), m.from.map(|p| &peers[p]));
+    }
+    prop_assert_eq!(store.last_seq().map_err(|e| fail("last_seq", &e))?, model.last_seq);
+    let region = Scope::new("region-a").expect("scope");
+    for (peer, scope) in [(0, None), (1, None), (0, Some(&region))] {
+        let query = crate::LinkQuery {
+            after: 0,
+            peer: peers[peer].clone(),
+            scopes: scope.map(|s| [s.clone()].into_iter().collect()),
+        };
+        let batch = store.changes_for_link(&query, MAX_PAGE).map_err(|e| fail("changes_for_link", &e))?;
+        let carried: Vec<VersionId> = batch.changes.iter().map(|c| c.version.id()).collect();
+        prop_assert_eq!(&carried, &model_link(model, peer, scope), "a link to {} ({:?})", peers[peer], scope);
+        prop_assert_eq!(batch.scanned_to, model.last_seq);
+        let debt = store.link_debt(&query).map_err(|e| fail("link_debt", &e))?;
+        prop_assert_eq!(debt.pending, carried.len() as u64);
+    }
+    let audit = store.audit(0, MAX_PAGE).map_err(|e| fail("audit", &e))?;
+    prop_assert_eq!(audit.len(), model.audited, "one audit entry per local write, applied or refused");
+    prop_assert_eq!(store.clock().map_err(|e| fail("clock", &e))?, model.last_hlc);
     Ok(())
 }
 
 /// Random sequences of puts (plain, `If-Match` current, `If-Match` stale, `If-None-Match`),
-/// deletes and restarts, on a fresh store each, compared after every step with a `BTreeMap`
-/// model: current versions, content, listings, history, outcomes, change and audit log sizes,
-/// and the clock. 200 sequences by default (`PROPTEST_CASES` overrides).
+/// deletes, versions from two peers (dominating or concurrent, puts and tombstones, relayed by
+/// either peer, some delivered twice) and restarts, on a fresh store each, compared after every
+/// step with a `BTreeMap` model: current versions (the last-write-wins maximum), contexts,
+/// content, listings, history, digests, outcomes and apply reports, the change log and what
+/// links carry, the audit log size and the clock. 200 sequences by default (`PROPTEST_CASES`
+/// overrides).
 pub fn model_based(h: &mut dyn Harness) {
     let mut config = Config { failure_persistence: None, ..Config::default() };
     if std::env::var_os("PROPTEST_CASES").is_none() {

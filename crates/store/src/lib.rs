@@ -9,15 +9,22 @@
 //!
 //! Invariant: a write, its history entry, its change-log entry, its audit entry and the clock
 //! it advanced commit in one transaction, and that transaction is durable (fsynced) before
-//! [`Store::write`] returns.
+//! [`Store::write`] returns. The same holds for a batch of versions from a peer
+//! ([`Store::apply_remote`]): all of it, with the clock, or none of it.
+//!
+//! Each object keeps a causal context (the merge of the vectors of every version of it the site
+//! accepted): a local write increments it, so it dominates everything seen; a remote version
+//! concurrent with it is a conflict. The current version is always the greatest version held in
+//! last-write-wins order, so sites holding the same versions agree whatever order they came in.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use model::{Hlc, Kind, ObjectKey, Scope, SiteId, StoredObject, Version, VersionId};
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod local_write;
+mod remote;
 mod sqlite;
 
 pub use sqlite::{Durability, SqliteStore};
@@ -97,6 +104,10 @@ pub struct ListFilter {
 
 /// The largest page any listing returns.
 pub const MAX_PAGE: usize = 1000;
+
+/// The most changes [`Store::changes_for_link`] returns at once: its `limit` is clamped to
+/// `1..=MAX_LINK_BATCH`.
+pub const MAX_LINK_BATCH: usize = 10_000;
 
 /// The number of entries a listing with `limit` returns at most: `limit` clamped to
 /// `1..=MAX_PAGE`, where 0 (no limit given, as in `ListFilter::default()`) means [`MAX_PAGE`].
@@ -198,6 +209,61 @@ pub trait Store: Send + Sync {
     /// The largest timestamp the site's clock has issued or observed, as persisted
     /// ([`Hlc::ZERO`] for a new store).
     fn clock(&self) -> Result<Hlc, StoreError>;
+
+    // Replication: what the sync engine needs. Every method is one transaction.
+
+    /// Applies versions received from `from` in one durable transaction: versions already held
+    /// are skipped; every new one is appended to history and to the change log (with
+    /// `from_site = from`, accepted at `now_ms`); the clock observes each timestamp (a timestamp
+    /// beyond the maximum skew refuses the whole batch); the object's causal context merges the
+    /// version's vector; and the object's current version becomes the greatest of all its
+    /// versions in the last-write-wins order `(hlc, origin)`.
+    ///
+    /// Refused batches are not audited here (a refusal changes nothing); the caller reports
+    /// and counts them.
+    // The error is as large as the key and version it names; a refused batch is rare and the
+    // signature is what the sync engine is written against.
+    fn apply_remote(
+        &self,
+        from: &SiteId,
+        versions: &[RemoteVersion],
+        now_ms: u64,
+    ) -> Result<ApplyReport, ApplyError>;
+
+    /// Up to `limit` changes after `query.after` that the link carries: not from the peer, in
+    /// the scopes asked, and not superseded by a later change of the same object from the same
+    /// origin (so a backlog of rewrites costs about the size of the final state).
+    ///
+    /// "Later" is the origin's order: a version is superseded when the site holds a version of
+    /// the same object from the same origin with a greater timestamp (the origin wrote it
+    /// after, so its vector covers the earlier one). For versions that arrive in the order their
+    /// origin wrote them, as on a link, that is a later change in the log.
+    ///
+    /// `limit` is clamped to `1..=`[`MAX_LINK_BATCH`]. `scanned_to` is the sequence number of the
+    /// last change returned when the batch is full, and otherwise the end of the log as it was
+    /// read (never less than `query.after`): fewer than `limit` changes means the link is caught
+    /// up to `scanned_to`, even when every change on the way was skipped.
+    fn changes_for_link(&self, query: &LinkQuery, limit: usize) -> Result<LinkBatch, StoreError>;
+
+    /// The link's sync debt, counted the way `changes_for_link` selects changes (every change
+    /// after `query.after` it would carry, with no limit).
+    fn link_debt(&self, query: &LinkQuery) -> Result<Debt, StoreError>;
+
+    /// The current version id of every object (tombstones included) in the scopes asked, in
+    /// key order: what a digest exchange compares.
+    fn digest_entries(
+        &self,
+        scopes: Option<&BTreeSet<Scope>>,
+    ) -> Result<Vec<(ObjectKey, VersionId)>, StoreError>;
+
+    /// Whether this site holds this exact version of the object (current or in history).
+    fn has_version(&self, key: &ObjectKey, version: &VersionId) -> Result<bool, StoreError>;
+
+    /// The durable record of the link with `peer`, as last saved; `None` before the first save.
+    fn link(&self, peer: &SiteId) -> Result<Option<LinkRecord>, StoreError>;
+
+    /// Saves the record of the link with `record.peer` durably, replacing the one before.
+    fn save_link(&self, record: &LinkRecord) -> Result<(), StoreError>;
 }
 
 #[cfg(test)]
@@ -222,4 +288,95 @@ mod tests {
         assert_eq!(clamp_limit(MAX_PAGE), MAX_PAGE);
         assert_eq!(clamp_limit(usize::MAX), MAX_PAGE);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replication: what the sync engine needs from a store.
+// ---------------------------------------------------------------------------------------------
+
+/// A version received from a peer, with its content.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteVersion {
+    pub key: ObjectKey,
+    pub version: Version,
+    pub labels: BTreeMap<String, String>,
+    pub spec: serde_json::Value,
+}
+
+/// What applying a batch from a peer did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Versions new to this site: appended to history and the change log.
+    pub applied: usize,
+    /// Versions this site already had (a batch delivered twice changes nothing).
+    pub duplicates: usize,
+    /// Of the applied versions, how many became the object's current version.
+    pub became_current: usize,
+    /// Of the applied versions, how many were concurrent with the object's causal context.
+    pub concurrent: usize,
+    /// The change-log sequence number after the batch.
+    pub last_seq: u64,
+}
+
+/// A version whose timestamp is too far ahead of this site's clock.
+#[derive(Debug, thiserror::Error)]
+#[error("version {version} of {key} is refused: {error}")]
+pub struct SkewRefusal {
+    pub key: ObjectKey,
+    pub version: VersionId,
+    pub error: model::ClockError,
+}
+
+/// Why a batch from a peer was refused. A refused batch changes nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{0}")]
+    ClockSkew(Box<SkewRefusal>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Which changes of the log a link carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkQuery {
+    /// The link's cursor: the peer has acknowledged every change up to this sequence number.
+    pub after: u64,
+    /// The peer: changes that arrived from it are not sent back to it.
+    pub peer: SiteId,
+    /// Only objects in these scopes; `None` for every scope.
+    pub scopes: Option<BTreeSet<Scope>>,
+}
+
+/// The next changes to send on a link.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkBatch {
+    /// In change-log order, at most the limit asked for.
+    pub changes: Vec<Change>,
+    /// The highest sequence number examined: once the peer acknowledges this batch, the link's
+    /// cursor moves here (changes skipped on the way need not be sent).
+    pub scanned_to: u64,
+}
+
+/// Sync debt of a link: the changes it should carry that the peer has not acknowledged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Debt {
+    pub pending: u64,
+    /// The size of their content in bytes (labels and spec as compact JSON).
+    pub pending_bytes: u64,
+    /// When this site accepted the oldest of them (ms since the epoch).
+    pub oldest_ms: Option<u64>,
+}
+
+/// The durable record of a link, kept by the sync engine (only the sync engine writes it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkRecord {
+    pub peer: SiteId,
+    /// The peer has acknowledged every change up to this sequence number.
+    pub cursor: u64,
+    /// Scopes the peer reported holding (learned when the link is up; kept across restarts).
+    pub peer_scopes: BTreeSet<Scope>,
+    /// The last time a round with the peer succeeded, either way (ms since the epoch).
+    pub last_sync_ms: Option<u64>,
+    /// The last connectivity signal given for the link: `up`, `down` or `metered`.
+    pub signal: String,
 }

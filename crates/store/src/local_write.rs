@@ -3,7 +3,7 @@
 //! version vector, content hash, `created`), and what the audit log says about it. Every
 //! backend calls these inside its write transaction, so all backends behave alike.
 
-use model::{ContentHash, HlcClock, SiteId, StoredObject, Version};
+use model::{ContentHash, Hlc, HlcClock, SiteId, StoredObject, Version};
 
 use crate::{AuditRecord, LocalWrite, Precondition, WriteError};
 
@@ -87,9 +87,11 @@ pub(crate) struct Stamped {
 }
 
 /// Stamps an accepted `write` as the next version at `site`: the clock's next tick, the
-/// current version vector (a tombstone's too, so a re-created object continues it) with this
-/// site's counter incremented, the content hash, and `created` carried over unless the object
-/// was absent or deleted. Advances `clock`; the caller persists `clock.last()`.
+/// object's causal context (a tombstone's too, so a re-created object continues it) with this
+/// site's counter incremented, so the new version dominates every version the site has seen,
+/// the content hash, and `created` carried over unless the object was absent or deleted (see
+/// [`created_after`]). The object's context afterwards is the new version's vector. Advances
+/// `clock`; the caller persists `clock.last()`.
 pub(crate) fn stamp(
     site: &SiteId,
     write: LocalWrite,
@@ -97,7 +99,7 @@ pub(crate) fn stamp(
     clock: &mut HlcClock,
 ) -> Stamped {
     let hlc = clock.tick(write.now_ms);
-    let mut vv = current.map(|c| c.version.vv.clone()).unwrap_or_default();
+    let mut vv = current.map(|c| c.context.clone()).unwrap_or_default();
     vv.increment(site);
     let live = current.filter(|c| !c.version.deleted);
     let created = live.is_none();
@@ -124,13 +126,21 @@ pub(crate) fn stamp(
         detail,
     };
     let object = StoredObject {
-        created: live.map_or(hlc, |c| c.created),
+        created: created_after(current, hlc),
         key: write.key,
+        context: version.vv.clone(),
         version,
         labels: write.labels,
         spec: write.spec,
     };
     Stamped { object, created, audit }
+}
+
+/// The `created` of an object whose current version becomes a version stamped `hlc`: kept
+/// while the object stays in existence (an update or a delete), restarted at `hlc` when the
+/// object was absent or its current version was a tombstone (a re-creation).
+pub(crate) fn created_after(current: Option<&StoredObject>, hlc: Hlc) -> Hlc {
+    current.filter(|c| !c.version.deleted).map_or(hlc, |c| c.created)
 }
 
 #[cfg(test)]
@@ -187,6 +197,18 @@ mod tests {
         assert!(matches!(r.error, WriteError::NotFound { .. }), "{:?}", r.error);
         assert_eq!(r.audit.action, "delete");
         assert_eq!(r.audit.outcome, OUTCOME_NOT_FOUND);
+    }
+
+    #[test]
+    fn a_write_increments_the_context_not_the_current_vector() {
+        let mut clock = HlcClock::new(Hlc::ZERO, 0);
+        let mut current = stamped(false, None, &mut clock);
+        let peer = SiteId::new("region-a-control").unwrap();
+        current.context.increment(&peer);
+        let next = stamped(false, Some(&current), &mut clock);
+        assert_eq!(next.version.vv.get(&site()), 2);
+        assert_eq!(next.version.vv.get(&peer), 1, "the write covers the peer's version it has seen");
+        assert_eq!(next.context, next.version.vv);
     }
 
     #[test]

@@ -4,11 +4,13 @@
 //! One writer connection behind a mutex serializes writes (each in a `BEGIN IMMEDIATE`
 //! transaction); a fixed pool of read-only connections serves reads, which WAL lets run beside
 //! the writer. Objects, versions and the change log are normalized: the `versions` table holds
-//! every version with its content, `objects` points at each object's current version, and
-//! `changes` gives each version its sequence number. Labels, specs and version vectors are
-//! stored as JSON text. The schema is versioned in the `meta` table and migrated on open.
+//! every version with its content, `objects` points at each object's current version (and
+//! keeps its causal context), and `changes` gives each version its sequence number, the link
+//! it came on, when it was accepted and its size (so sync debt is one query). `links` keeps the
+//! sync engine's record of each link. Labels, specs, version vectors and scope sets are stored
+//! as JSON text. The schema is versioned in the `meta` table and migrated on open.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,8 +27,9 @@ use tracing::{debug, info};
 
 use crate::local_write::{refusal, stamp};
 use crate::{
-    AuditEntry, AuditRecord, Change, Committed, HistoryEntry, ListFilter, LocalWrite, Store, StoreError,
-    WriteError, clamp_limit,
+    ApplyError, ApplyReport, AuditEntry, AuditRecord, Change, Committed, Debt, HistoryEntry, LinkBatch,
+    LinkQuery, LinkRecord, ListFilter, LocalWrite, MAX_LINK_BATCH, RemoteVersion, SkewRefusal, Store,
+    StoreError, WriteError, clamp_limit, remote,
 };
 
 /// How many read-only connections serve reads.
@@ -36,7 +39,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `MIGRATIONS[n]` brings a store from schema version `n` to `n + 1`. Version 0 is a new file
 /// with only its `meta` table.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
 
 const META: &str = "
 CREATE TABLE meta (
@@ -100,6 +103,36 @@ CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+";
+
+const SCHEMA_V2: &str = "
+-- Replication. The causal context of each object: the merge of the version vectors of every
+-- version of it this site accepted. Before replication every version was a local write whose
+-- vector covered all earlier ones, so the current version's vector is the context.
+ALTER TABLE objects ADD COLUMN context TEXT NOT NULL DEFAULT '{}';
+UPDATE objects SET context = (SELECT v.vv FROM versions v WHERE v.id = objects.version_id);
+
+-- When this site accepted each change (ms since the epoch) and the size of its content (labels
+-- JSON + spec JSON, in bytes), so sync debt is one cheap query. Older changes were all local
+-- writes, accepted at their timestamp's physical time.
+ALTER TABLE changes ADD COLUMN recorded_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE changes ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+UPDATE changes SET
+    recorded_ms = (SELECT v.hlc_wall FROM versions v WHERE v.id = changes.version_id),
+    bytes = (SELECT length(CAST(v.labels AS BLOB)) + length(CAST(v.spec AS BLOB))
+             FROM versions v WHERE v.id = changes.version_id);
+
+-- Whether a later version of the same object from the same origin is held (superseded).
+CREATE INDEX versions_by_origin ON versions (kind, scope, name, origin, hlc_wall, hlc_logical);
+
+-- The sync engine's durable state of each link.
+CREATE TABLE links (
+    peer         TEXT PRIMARY KEY,
+    cursor       INTEGER NOT NULL CHECK (cursor >= 0),
+    peer_scopes  TEXT NOT NULL DEFAULT '[]',
+    last_sync_ms INTEGER,
+    signal       TEXT NOT NULL DEFAULT 'up'
+) STRICT;
 ";
 
 /// The columns of a version, in the order [`RawVersion::read`] expects them.
@@ -272,6 +305,11 @@ impl From<rusqlite::Error> for Migration {
 /// Creates the schema of a new file, or checks an existing file's site and schema version and
 /// brings it up to [`SqliteStore::SCHEMA_VERSION`], in one transaction.
 fn migrate(conn: &mut Connection, path: &Path, site: &SiteId) -> Result<(), Migration> {
+    migrate_to(conn, path, site, SqliteStore::SCHEMA_VERSION)
+}
+
+/// [`migrate`], stopping at schema version `target` (tests make older files with it).
+fn migrate_to(conn: &mut Connection, path: &Path, site: &SiteId, target: u32) -> Result<(), Migration> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let has_meta: bool = tx.query_row(
         "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'meta')",
@@ -326,7 +364,7 @@ fn migrate(conn: &mut Connection, path: &Path, site: &SiteId) -> Result<(), Migr
         info!(path = %path.display(), site = %site, "created store");
         0
     };
-    for (n, migration) in MIGRATIONS.iter().enumerate().skip(from as usize) {
+    for (n, migration) in MIGRATIONS.iter().enumerate().take(target as usize).skip(from as usize) {
         tx.execute_batch(migration)?;
         let to = n + 1;
         tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [to.to_string()])?;
@@ -466,31 +504,46 @@ fn decode_hlc(
     Ok(Hlc::new(wall_ms, logical))
 }
 
-/// The query of current objects, followed by the object's `created` columns.
+/// The query of current objects, followed by the object's `created` and `context` columns.
 fn object_query(filter_sql: &str) -> String {
     format!(
-        "SELECT {VERSION_COLUMNS}, o.created_wall, o.created_logical \
+        "SELECT {VERSION_COLUMNS}, o.created_wall, o.created_logical, o.context \
          FROM objects o JOIN versions v ON v.id = o.version_id {filter_sql}"
     )
 }
 
-/// Reads one row of [`object_query`].
-fn read_object(row: &Row<'_>) -> rusqlite::Result<(RawVersion, i64, i64)> {
-    Ok((RawVersion::read(row)?, row.get(VERSION_COLUMN_COUNT)?, row.get(VERSION_COLUMN_COUNT + 1)?))
+/// A row of [`object_query`] as SQLite returns it.
+struct RawObject {
+    version: RawVersion,
+    created_wall: i64,
+    created_logical: i64,
+    context: String,
 }
 
-fn decode_object(
-    (raw, created_wall, created_logical): (RawVersion, i64, i64),
-) -> Result<StoredObject, StoreError> {
-    let id = raw.id;
-    let d = raw.decode()?;
+/// Reads one row of [`object_query`].
+fn read_object(row: &Row<'_>) -> rusqlite::Result<RawObject> {
+    Ok(RawObject {
+        version: RawVersion::read(row)?,
+        created_wall: row.get(VERSION_COLUMN_COUNT)?,
+        created_logical: row.get(VERSION_COLUMN_COUNT + 1)?,
+        context: row.get(VERSION_COLUMN_COUNT + 2)?,
+    })
+}
+
+fn decode_object(raw: RawObject) -> Result<StoredObject, StoreError> {
+    let id = raw.version.id;
+    let row = format!("of version {id}");
+    let row = row.as_str();
+    let d = raw.version.decode()?;
     let created = decode_hlc(
         "objects",
-        format_args!("of version {id}"),
-        ("created_wall", created_wall),
-        ("created_logical", created_logical),
+        row,
+        ("created_wall", raw.created_wall),
+        ("created_logical", raw.created_logical),
     )?;
-    Ok(StoredObject { key: d.key, version: d.version, labels: d.labels, spec: d.spec, created })
+    let context: VersionVector =
+        serde_json::from_str(&raw.context).map_err(|e| corrupt("objects", row, "context", e))?;
+    Ok(StoredObject { key: d.key, version: d.version, labels: d.labels, spec: d.spec, created, context })
 }
 
 /// The current version of `key`, tombstones included.
@@ -623,6 +676,230 @@ where
     raw.into_iter().map(decode).collect()
 }
 
+/// Labels and spec as the JSON text the store keeps.
+struct Content {
+    labels: String,
+    spec: String,
+}
+
+impl Content {
+    fn encode(labels: &BTreeMap<String, String>, spec: &serde_json::Value) -> Result<Content, StoreError> {
+        Ok(Content {
+            labels: serde_json::to_string(labels).map_err(encoding("labels"))?,
+            spec: serde_json::to_string(spec).map_err(encoding("a spec"))?,
+        })
+    }
+
+    /// The size of the content in bytes, as `changes.bytes` records it (and [`Debt`] sums it).
+    fn bytes(&self) -> u64 {
+        u64::try_from(self.labels.len() + self.spec.len()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Appends a version to the history and returns its row id.
+fn insert_version(
+    conn: &Connection,
+    key: &ObjectKey,
+    version: &Version,
+    content: &Content,
+) -> Result<i64, StoreError> {
+    let context = "inserting a version";
+    conn.prepare_cached(
+        "INSERT INTO versions (kind, scope, name, hlc_wall, hlc_logical, origin, vv, author, \
+         content_hash, deleted, labels, spec) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )
+    .during(context)?
+    .execute(params![
+        key.kind.as_str(),
+        key.scope.as_str(),
+        key.name.as_str(),
+        version.hlc.wall_ms,
+        version.hlc.logical,
+        version.origin.as_str(),
+        serde_json::to_string(&version.vv).map_err(encoding("a version vector"))?,
+        version.author,
+        version.content_hash.as_str(),
+        version.deleted,
+        content.labels,
+        content.spec,
+    ])
+    .during(context)?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Makes the version in row `version_row` the object's current version.
+fn upsert_object(
+    conn: &Connection,
+    key: &ObjectKey,
+    version_row: i64,
+    created: Hlc,
+    object_context: &VersionVector,
+) -> Result<(), StoreError> {
+    let context = "updating the current version of an object";
+    conn.prepare_cached(
+        "INSERT INTO objects (kind, scope, name, version_id, created_wall, created_logical, context) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+         ON CONFLICT (kind, scope, name) DO UPDATE SET version_id = excluded.version_id, \
+         created_wall = excluded.created_wall, created_logical = excluded.created_logical, \
+         context = excluded.context",
+    )
+    .during(context)?
+    .execute(params![
+        key.kind.as_str(),
+        key.scope.as_str(),
+        key.name.as_str(),
+        version_row,
+        created.wall_ms,
+        created.logical,
+        serde_json::to_string(object_context).map_err(encoding("a version vector"))?,
+    ])
+    .during(context)?;
+    Ok(())
+}
+
+/// Sets the causal context of an object that keeps its current version.
+fn update_context(
+    conn: &Connection,
+    key: &ObjectKey,
+    object_context: &VersionVector,
+) -> Result<(), StoreError> {
+    let context = "updating the causal context of an object";
+    conn.prepare_cached("UPDATE objects SET context = ?4 WHERE kind = ?1 AND scope = ?2 AND name = ?3")
+        .during(context)?
+        .execute(params![
+            key.kind.as_str(),
+            key.scope.as_str(),
+            key.name.as_str(),
+            serde_json::to_string(object_context).map_err(encoding("a version vector"))?,
+        ])
+        .during(context)?;
+    Ok(())
+}
+
+/// Appends the version in row `version_row` to the change log and returns its sequence number.
+fn insert_change(
+    conn: &Connection,
+    version_row: i64,
+    from_site: Option<&SiteId>,
+    recorded_ms: u64,
+    bytes: u64,
+) -> Result<u64, StoreError> {
+    let context = "appending to the change log";
+    conn.prepare_cached(
+        "INSERT INTO changes (version_id, from_site, recorded_ms, bytes) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .during(context)?
+    .execute(params![version_row, from_site.map(SiteId::as_str), recorded_ms, bytes])
+    .during(context)?;
+    to_u64("changes", "just inserted", "seq", conn.last_insert_rowid())
+}
+
+fn save_clock(conn: &Connection, clock: Hlc) -> Result<(), StoreError> {
+    let context = "saving the clock";
+    conn.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'clock'")
+        .during(context)?
+        .execute([clock.to_string()])
+        .during(context)?;
+    Ok(())
+}
+
+fn max_seq(conn: &Connection) -> Result<u64, StoreError> {
+    let context = "reading the end of the change log";
+    let seq: i64 = conn
+        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM changes")
+        .during(context)?
+        .query_row([], |r| r.get(0))
+        .during(context)?;
+    to_u64("changes", "with the highest seq", "seq", seq)
+}
+
+/// Whether the site holds exactly this version of the object.
+fn holds_version(conn: &Connection, key: &ObjectKey, version: &VersionId) -> Result<bool, StoreError> {
+    let context = "looking up a version";
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM versions WHERE kind = ?1 AND scope = ?2 AND name = ?3 \
+         AND hlc_wall = ?4 AND hlc_logical = ?5 AND origin = ?6)",
+    )
+    .during(context)?
+    .query_row(
+        params![
+            key.kind.as_str(),
+            key.scope.as_str(),
+            key.name.as_str(),
+            sql_position(version.hlc.wall_ms),
+            version.hlc.logical,
+            version.origin.as_str(),
+        ],
+        |r| r.get(0),
+    )
+    .during(context)
+}
+
+/// The query of change-log entries (with their versions), followed by `seq` and `from_site`.
+fn change_query(filter_sql: &str) -> String {
+    format!(
+        "SELECT {VERSION_COLUMNS}, c.seq, c.from_site FROM changes c JOIN versions v ON v.id = c.version_id \
+         {filter_sql}"
+    )
+}
+
+/// Reads one row of [`change_query`].
+fn read_change(row: &Row<'_>) -> rusqlite::Result<(RawVersion, i64, Option<String>)> {
+    Ok((RawVersion::read(row)?, row.get(VERSION_COLUMN_COUNT)?, row.get(VERSION_COLUMN_COUNT + 1)?))
+}
+
+fn decode_change((raw, seq, from_site): (RawVersion, i64, Option<String>)) -> Result<Change, StoreError> {
+    let from_site =
+        from_site.map(SiteId::new).transpose().map_err(|e| corrupt("changes", seq, "from_site", e))?;
+    let d = raw.decode()?;
+    Ok(Change {
+        seq: to_u64("changes", seq, "seq", seq)?,
+        key: d.key,
+        version: d.version,
+        labels: d.labels,
+        spec: d.spec,
+        from_site,
+    })
+}
+
+/// Scopes as one SQL parameter: a JSON array that `json_each` expands.
+fn scopes_json(scopes: &BTreeSet<Scope>) -> Result<String, StoreError> {
+    serde_json::to_string(scopes).map_err(encoding("scopes"))
+}
+
+/// The conditions, on `changes c JOIN versions v`, that select the changes a link carries with
+/// `after < seq <= through`: not from the peer, in the scopes asked, and not superseded. A
+/// version is superseded when the site holds a later version (greater timestamp) of the same
+/// object from the same origin: the origin wrote it after, with a vector covering the earlier
+/// one, and it reaches the peer on this link or already has. Timestamps, not sequence numbers,
+/// decide "later", so a version that arrives late (repaired by digest, or relayed on another
+/// path) never hides the newer one. The index `versions_by_origin` makes each check one seek.
+fn link_conditions(query: &LinkQuery, through: i64) -> Result<(String, Vec<SqlValue>), StoreError> {
+    let mut sql = String::from("c.seq > ? AND c.seq <= ? AND (c.from_site IS NULL OR c.from_site <> ?)");
+    let mut args = vec![
+        SqlValue::Integer(sql_position(query.after)),
+        SqlValue::Integer(through),
+        SqlValue::Text(query.peer.to_string()),
+    ];
+    if let Some(scopes) = &query.scopes {
+        sql.push_str(" AND v.scope IN (SELECT value FROM json_each(?))");
+        args.push(SqlValue::Text(scopes_json(scopes)?));
+    }
+    sql.push_str(
+        " AND NOT EXISTS (SELECT 1 FROM versions later WHERE later.kind = v.kind \
+         AND later.scope = v.scope AND later.name = v.name AND later.origin = v.origin \
+         AND (later.hlc_wall, later.hlc_logical) > (v.hlc_wall, v.hlc_logical))",
+    );
+    Ok((sql, args))
+}
+
+/// The number of changes [`Store::changes_for_link`] returns at most: `limit` clamped to
+/// `1..=MAX_LINK_BATCH`.
+fn link_limit(limit: usize) -> usize {
+    limit.clamp(1, MAX_LINK_BATCH)
+}
+
 impl Store for SqliteStore {
     fn site(&self) -> &SiteId {
         &self.site
@@ -642,67 +919,17 @@ impl Store for SqliteStore {
             return Err(refused.error);
         }
 
+        let accepted_ms = write.now_ms;
         let mut clock = HlcClock::new(read_clock(&tx)?, self.max_clock_skew_ms);
         let stamped = stamp(&self.site, write, current.as_ref(), &mut clock);
         let object = &stamped.object;
         let (key, version) = (&object.key, &object.version);
-
-        let context = "inserting a version";
-        tx.prepare_cached(
-            "INSERT INTO versions (kind, scope, name, hlc_wall, hlc_logical, origin, vv, author, \
-             content_hash, deleted, labels, spec) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        )
-        .during(context)?
-        .execute(params![
-            key.kind.as_str(),
-            key.scope.as_str(),
-            key.name.as_str(),
-            version.hlc.wall_ms,
-            version.hlc.logical,
-            version.origin.as_str(),
-            serde_json::to_string(&version.vv).map_err(encoding("a version vector"))?,
-            version.author,
-            version.content_hash.as_str(),
-            version.deleted,
-            serde_json::to_string(&object.labels).map_err(encoding("labels"))?,
-            serde_json::to_string(&object.spec).map_err(encoding("a spec"))?,
-        ])
-        .during(context)?;
-        let version_row = tx.last_insert_rowid();
-
-        let context = "updating the current version of an object";
-        tx.prepare_cached(
-            "INSERT INTO objects (kind, scope, name, version_id, created_wall, created_logical) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-             ON CONFLICT (kind, scope, name) DO UPDATE SET version_id = excluded.version_id, \
-             created_wall = excluded.created_wall, created_logical = excluded.created_logical",
-        )
-        .during(context)?
-        .execute(params![
-            key.kind.as_str(),
-            key.scope.as_str(),
-            key.name.as_str(),
-            version_row,
-            object.created.wall_ms,
-            object.created.logical,
-        ])
-        .during(context)?;
-
-        let context = "appending to the change log";
-        tx.prepare_cached("INSERT INTO changes (version_id, from_site) VALUES (?1, NULL)")
-            .during(context)?
-            .execute([version_row])
-            .during(context)?;
-        let seq = to_u64("changes", "just inserted", "seq", tx.last_insert_rowid())?;
-
+        let content = Content::encode(&object.labels, &object.spec)?;
+        let version_row = insert_version(&tx, key, version, &content)?;
+        upsert_object(&tx, key, version_row, object.created, &object.context)?;
+        let seq = insert_change(&tx, version_row, None, accepted_ms, content.bytes())?;
         insert_audit(&tx, &stamped.audit)?;
-
-        let context = "saving the clock";
-        tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'clock'")
-            .during(context)?
-            .execute([clock.last().to_string()])
-            .during(context)?;
+        save_clock(&tx, clock.last())?;
 
         tx.commit().during("committing a write")?;
         debug!(key = %key, version = %version.id(), seq, deleted = version.deleted, "write committed");
@@ -777,49 +1004,18 @@ impl Store for SqliteStore {
     }
 
     fn changes(&self, after: u64, limit: usize) -> Result<Vec<Change>, StoreError> {
-        let sql = format!(
-            "SELECT {VERSION_COLUMNS}, c.seq, c.from_site FROM changes c JOIN versions v ON v.id = c.version_id \
-             WHERE c.seq > ?1 ORDER BY c.seq LIMIT ?2"
-        );
         query_all(
             &self.reader(),
             "reading the change log",
-            &sql,
+            &change_query("WHERE c.seq > ?1 ORDER BY c.seq LIMIT ?2"),
             params![sql_position(after), sql_limit(limit)],
-            |row| {
-                Ok((
-                    RawVersion::read(row)?,
-                    row.get::<_, i64>(VERSION_COLUMN_COUNT)?,
-                    row.get::<_, Option<String>>(VERSION_COLUMN_COUNT + 1)?,
-                ))
-            },
-            |(raw, seq, from_site)| {
-                let from_site = from_site
-                    .map(SiteId::new)
-                    .transpose()
-                    .map_err(|e| corrupt("changes", seq, "from_site", e))?;
-                let d = raw.decode()?;
-                Ok(Change {
-                    seq: to_u64("changes", seq, "seq", seq)?,
-                    key: d.key,
-                    version: d.version,
-                    labels: d.labels,
-                    spec: d.spec,
-                    from_site,
-                })
-            },
+            read_change,
+            decode_change,
         )
     }
 
     fn last_seq(&self) -> Result<u64, StoreError> {
-        let context = "reading the end of the change log";
-        let seq: i64 = self
-            .reader()
-            .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM changes")
-            .during(context)?
-            .query_row([], |r| r.get(0))
-            .during(context)?;
-        to_u64("changes", "with the highest seq", "seq", seq)
+        max_seq(&self.reader())
     }
 
     fn append_audit(&self, record: AuditRecord) -> Result<u64, StoreError> {
@@ -855,5 +1051,333 @@ impl Store for SqliteStore {
 
     fn clock(&self) -> Result<Hlc, StoreError> {
         read_clock(&self.reader())
+    }
+
+    fn apply_remote(
+        &self,
+        from: &SiteId,
+        versions: &[RemoteVersion],
+        now_ms: u64,
+    ) -> Result<ApplyReport, ApplyError> {
+        let mut conn = self.writer();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .during("starting to apply a batch")?;
+        let mut clock = HlcClock::new(read_clock(&tx)?, self.max_clock_skew_ms);
+        let mut report = ApplyReport::default();
+        for remote in versions {
+            let (key, version) = (&remote.key, &remote.version);
+            let id = version.id();
+            if holds_version(&tx, key, &id)? {
+                report.duplicates += 1;
+                continue;
+            }
+            // A refusal returns before the commit: dropping `tx` rolls the whole batch back.
+            clock.observe(version.hlc, now_ms).map_err(|error| {
+                ApplyError::ClockSkew(Box::new(SkewRefusal { key: key.clone(), version: id.clone(), error }))
+            })?;
+            let current = query_current(&tx, key)?;
+            let merge = remote::merge(current.as_ref(), version);
+            let content = Content::encode(&remote.labels, &remote.spec)?;
+            let version_row = insert_version(&tx, key, version, &content)?;
+            insert_change(&tx, version_row, Some(from), now_ms, content.bytes())?;
+            if merge.becomes_current {
+                upsert_object(&tx, key, version_row, merge.created, &merge.context)?;
+            } else {
+                update_context(&tx, key, &merge.context)?;
+            }
+            report.applied += 1;
+            report.became_current += usize::from(merge.becomes_current);
+            report.concurrent += usize::from(merge.concurrent);
+            debug!(
+                key = %key, version = %id, from = %from, current = merge.becomes_current,
+                concurrent = merge.concurrent, "applied a remote version"
+            );
+        }
+        save_clock(&tx, clock.last())?;
+        report.last_seq = max_seq(&tx)?;
+        tx.commit().during("committing a batch")?;
+        Ok(report)
+    }
+
+    fn changes_for_link(&self, query: &LinkQuery, limit: usize) -> Result<LinkBatch, StoreError> {
+        let limit = link_limit(limit);
+        let mut conn = self.reader();
+        // One snapshot, so the end of the log and the changes read agree.
+        let tx = conn.transaction().during("starting to read the change log")?;
+        let end = max_seq(&tx)?;
+        if end <= query.after {
+            return Ok(LinkBatch { changes: Vec::new(), scanned_to: query.after });
+        }
+        let (conditions, mut args) = link_conditions(query, sql_position(end))?;
+        args.push(SqlValue::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+        // SQLite walks the log in seq order and stops at the limit: at most `limit` changes are
+        // ever in memory, however many it steps over.
+        let changes = query_all(
+            &tx,
+            "reading the changes for a link",
+            &change_query(&format!("WHERE {conditions} ORDER BY c.seq LIMIT ?")),
+            rusqlite::params_from_iter(args),
+            read_change,
+            decode_change,
+        )?;
+        let scanned_to = match changes.last() {
+            Some(last) if changes.len() == limit => last.seq,
+            _ => end,
+        };
+        Ok(LinkBatch { changes, scanned_to })
+    }
+
+    fn link_debt(&self, query: &LinkQuery) -> Result<Debt, StoreError> {
+        let (conditions, args) = link_conditions(query, i64::MAX)?;
+        let sql = format!(
+            "SELECT COUNT(*), COALESCE(SUM(c.bytes), 0), MIN(c.recorded_ms) \
+             FROM changes c JOIN versions v ON v.id = c.version_id WHERE {conditions}"
+        );
+        let context = "counting the sync debt of a link";
+        let (pending, bytes, oldest): (i64, i64, Option<i64>) = self
+            .reader()
+            .prepare_cached(&sql)
+            .during(context)?
+            .query_row(rusqlite::params_from_iter(args), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .during(context)?;
+        Ok(Debt {
+            pending: to_u64("changes", "of a link's debt", "COUNT(*)", pending)?,
+            pending_bytes: to_u64("changes", "of a link's debt", "bytes", bytes)?,
+            oldest_ms: oldest
+                .map(|ms| to_u64("changes", "of a link's debt", "recorded_ms", ms))
+                .transpose()?,
+        })
+    }
+
+    fn digest_entries(
+        &self,
+        scopes: Option<&BTreeSet<Scope>>,
+    ) -> Result<Vec<(ObjectKey, VersionId)>, StoreError> {
+        let mut sql = String::from(
+            "SELECT o.kind, o.scope, o.name, v.hlc_wall, v.hlc_logical, v.origin, v.id \
+             FROM objects o JOIN versions v ON v.id = o.version_id",
+        );
+        let mut args = Vec::new();
+        if let Some(scopes) = scopes {
+            sql.push_str(" WHERE o.scope IN (SELECT value FROM json_each(?))");
+            args.push(scopes_json(scopes)?);
+        }
+        sql.push_str(" ORDER BY o.kind, o.scope, o.name");
+        type Row7 = (String, String, String, i64, i64, String, i64);
+        query_all(
+            &self.reader(),
+            "reading the digest entries",
+            &sql,
+            rusqlite::params_from_iter(args),
+            |r| -> rusqlite::Result<Row7> {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+            },
+            |(kind, scope, name, wall, logical, origin, id)| {
+                let key = decode_key(&kind, &scope, &name)
+                    .map_err(|(column, e)| corrupt("versions", id, column, e))?;
+                let hlc = decode_hlc("versions", id, ("hlc_wall", wall), ("hlc_logical", logical))?;
+                let origin = SiteId::new(origin).map_err(|e| corrupt("versions", id, "origin", e))?;
+                Ok((key, VersionId { hlc, origin }))
+            },
+        )
+    }
+
+    fn has_version(&self, key: &ObjectKey, version: &VersionId) -> Result<bool, StoreError> {
+        holds_version(&self.reader(), key, version)
+    }
+
+    fn link(&self, peer: &SiteId) -> Result<Option<LinkRecord>, StoreError> {
+        let context = "reading a link";
+        let raw: Option<(i64, String, Option<i64>, String)> = self
+            .reader()
+            .prepare_cached("SELECT cursor, peer_scopes, last_sync_ms, signal FROM links WHERE peer = ?1")
+            .during(context)?
+            .query_row([peer.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .optional()
+            .during(context)?;
+        let Some((cursor, peer_scopes, last_sync_ms, signal)) = raw else { return Ok(None) };
+        let row = format!("of peer {peer}");
+        let row = row.as_str();
+        Ok(Some(LinkRecord {
+            peer: peer.clone(),
+            cursor: to_u64("links", row, "cursor", cursor)?,
+            peer_scopes: serde_json::from_str(&peer_scopes)
+                .map_err(|e| corrupt("links", row, "peer_scopes", e))?,
+            last_sync_ms: last_sync_ms.map(|ms| to_u64("links", row, "last_sync_ms", ms)).transpose()?,
+            signal,
+        }))
+    }
+
+    fn save_link(&self, record: &LinkRecord) -> Result<(), StoreError> {
+        let context = "saving a link";
+        // A single statement outside a transaction commits (durably) on its own.
+        self.writer()
+            .prepare_cached(
+                "INSERT INTO links (peer, cursor, peer_scopes, last_sync_ms, signal) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (peer) DO UPDATE SET cursor = excluded.cursor, \
+                 peer_scopes = excluded.peer_scopes, last_sync_ms = excluded.last_sync_ms, \
+                 signal = excluded.signal",
+            )
+            .during(context)?
+            .execute(params![
+                record.peer.as_str(),
+                record.cursor,
+                scopes_json(&record.peer_scopes)?,
+                record.last_sync_ms,
+                record.signal,
+            ])
+            .during(context)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use model::Kind;
+
+    use super::*;
+    use crate::LinkQuery;
+
+    const T0: u64 = 1_764_000_000_000;
+
+    fn site(name: &str) -> SiteId {
+        SiteId::new(name).unwrap()
+    }
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey::new(Kind::Policy, Scope::new("global").unwrap(), ObjectName::new(name).unwrap())
+    }
+
+    /// A store written by the build before replication (schema version 1) opens, migrates to
+    /// the current schema and keeps working: contexts are the current versions' vectors, old
+    /// changes count as local writes accepted at their timestamps, and links start empty.
+    #[test]
+    fn a_version_1_store_migrates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("site.db");
+        let me = site("edge-zone-a1");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            match migrate_to(&mut conn, &path, &me, 1) {
+                Ok(()) => {}
+                Err(Migration::Refused(e)) => panic!("creating a version 1 store: {e}"),
+                Err(Migration::Failed(e)) => panic!("creating a version 1 store: {e}"),
+            }
+            let version: String = conn
+                .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(version, "1");
+            // What the version 1 write path stored: `a` written twice, `b` written and deleted.
+            conn.execute_batch(&format!(
+                r#"
+                INSERT INTO versions (id, kind, scope, name, hlc_wall, hlc_logical, origin, vv, author,
+                                      content_hash, deleted, labels, spec) VALUES
+                    (1, 'Policy', 'global', 'a', {t1}, 0, 'edge-zone-a1', '{{"edge-zone-a1":1}}', 'alice',
+                     'h1', 0, '{{"team":"platform"}}', '{{"v":1}}'),
+                    (2, 'Policy', 'global', 'b', {t2}, 0, 'edge-zone-a1', '{{"edge-zone-a1":1}}', 'alice',
+                     'h2', 0, '{{}}', '{{"big":"xxxxxxxxxx"}}'),
+                    (3, 'Policy', 'global', 'a', {t3}, 0, 'edge-zone-a1', '{{"edge-zone-a1":2}}', 'alice',
+                     'h3', 0, '{{"team":"platform"}}', '{{"v":2}}'),
+                    (4, 'Policy', 'global', 'b', {t4}, 1, 'edge-zone-a1', '{{"edge-zone-a1":2}}', 'bob',
+                     'h4', 1, '{{}}', 'null');
+                INSERT INTO objects (kind, scope, name, version_id, created_wall, created_logical) VALUES
+                    ('Policy', 'global', 'a', 3, {t1}, 0),
+                    ('Policy', 'global', 'b', 4, {t2}, 0);
+                INSERT INTO changes (version_id, from_site) VALUES (1, NULL), (2, NULL), (3, NULL), (4, NULL);
+                UPDATE meta SET value = '{t4}.1' WHERE key = 'clock';
+                "#,
+                t1 = T0,
+                t2 = T0 + 10,
+                t3 = T0 + 20,
+                t4 = T0 + 30,
+            ))
+            .unwrap();
+        }
+
+        let store = SqliteStore::open(&path, me.clone(), 60_000).unwrap();
+        let reader = Connection::open(&path).unwrap();
+        let version: String = reader
+            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SqliteStore::SCHEMA_VERSION.to_string());
+        assert_eq!(SqliteStore::SCHEMA_VERSION, 2);
+
+        let a = store.get(&key("a")).unwrap().unwrap();
+        assert_eq!(a.context, a.version.vv, "the context of an old object is its current vector");
+        assert_eq!(a.created, Hlc::new(T0, 0));
+        let b = store.get(&key("b")).unwrap().unwrap();
+        assert!(b.version.deleted);
+        assert_eq!(b.context.get(&me), 2);
+        assert_eq!(store.history(&key("a")).unwrap().len(), 2);
+        assert_eq!(store.changes(0, 10).unwrap().len(), 4);
+
+        let peer = site("region-a-control");
+        let q = LinkQuery { after: 0, peer: peer.clone(), scopes: None };
+        let batch = store.changes_for_link(&q, 100).unwrap();
+        let ids: Vec<String> = batch.changes.iter().map(|c| c.version.id().to_string()).collect();
+        assert_eq!(ids, vec![format!("{}.0@edge-zone-a1", T0 + 20), format!("{}.1@edge-zone-a1", T0 + 30)]);
+        assert_eq!(batch.scanned_to, 4);
+        let debt = store.link_debt(&q).unwrap();
+        assert_eq!(debt.pending, 2);
+        assert_eq!(debt.oldest_ms, Some(T0 + 20), "old changes were accepted at their timestamps");
+        let bytes = r#"{"team":"platform"}"#.len() + r#"{"v":2}"#.len() + "{}".len() + "null".len();
+        assert_eq!(debt.pending_bytes, bytes as u64);
+        assert_eq!(store.link(&peer).unwrap(), None);
+
+        // Writes continue the old vectors and clock; new changes carry their own accounting.
+        let write = store
+            .write(crate::LocalWrite {
+                key: key("a"),
+                labels: BTreeMap::new(),
+                spec: serde_json::json!({"v": 3}),
+                deleted: false,
+                author: "alice".into(),
+                precondition: None,
+                now_ms: T0 + 40,
+            })
+            .unwrap();
+        assert_eq!(write.object.version.vv.get(&me), 3);
+        let debt = store.link_debt(&LinkQuery { after: 4, ..q }).unwrap();
+        assert_eq!((debt.pending, debt.oldest_ms), (1, Some(T0 + 40)));
+        assert_eq!(debt.pending_bytes, ("{}".len() + r#"{"v":3}"#.len()) as u64);
+    }
+}
+
+#[cfg(test)]
+mod plans {
+    use super::*;
+    use crate::LinkQuery;
+
+    /// The plan SQLite picks for the link selection: the log walked by seq, each version found
+    /// by its row id, each superseded check one seek in `versions_by_origin`.
+    #[test]
+    fn the_link_selection_uses_the_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            SqliteStore::open(&dir.path().join("site.db"), SiteId::new("edge-zone-a1").unwrap(), 1_000)
+                .unwrap();
+        let conn = store.writer();
+        for scopes in [None, Some(["global".parse::<Scope>().unwrap()].into_iter().collect())] {
+            let q = LinkQuery { after: 0, peer: SiteId::new("global-control").unwrap(), scopes };
+            let (conditions, args) = link_conditions(&q, 100).unwrap();
+            let sql = format!(
+                "EXPLAIN QUERY PLAN SELECT c.seq FROM changes c JOIN versions v ON v.id = c.version_id \
+                 WHERE {conditions} ORDER BY c.seq LIMIT 10"
+            );
+            let plan: Vec<String> = conn
+                .prepare(&sql)
+                .unwrap()
+                .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            let plan = plan.join("\n");
+            eprintln!("{plan}");
+            assert!(plan.contains("versions_by_origin"), "{plan}");
+            assert!(!plan.contains("SCAN v") && !plan.contains("SCAN later"), "{plan}");
+            assert!(!plan.contains("TEMP B-TREE FOR ORDER BY"), "{plan}");
+        }
     }
 }

@@ -201,6 +201,26 @@ fn bad_values_of_site_fields_say_what_is_expected() {
         ),
         ("Site:\n  id: a\n  data_dir: \"\"\n", "site.yaml:3:13: Site.data_dir: must not be empty"),
         (
+            "Site:\n  id: a\n  isolation_after: 0s\n",
+            "site.yaml:3:20: Site.isolation_after: must be more than zero: every link drops now and then; the default is `5m`",
+        ),
+        (
+            "Site:\n  id: a\n  isolation_after: soon\n",
+            "site.yaml:3:20: Site.isolation_after: `soon` is not a duration",
+        ),
+        (
+            "Site:\n  id: a\n  trust_domain: Region_A\n",
+            "site.yaml:3:17: Site.trust_domain: `Region_A` is not a trust domain name: it contains `R`; use lowercase letters, digits and `-`",
+        ),
+        (
+            "Site:\n  id: a\n  trust_domain: -a\n",
+            "site.yaml:3:17: Site.trust_domain: `-a` is not a trust domain name: it must start and end with a letter or digit",
+        ),
+        (
+            "Site:\n  id: a\n  trust_domain: \"\"\n",
+            "site.yaml:3:17: Site.trust_domain: `` is not a trust domain name: it is empty",
+        ),
+        (
             "Site:\n  id: a\nSyncStrategy:\n  upstream:\n    target: g\n    batch_size: 0\n",
             "site.yaml:6:17: SyncStrategy.upstream.batch_size: `0` is out of range; write a number from 1 to 10000",
         ),

@@ -39,3 +39,4 @@ fn parse_err(text: &str) -> String {
 fn site(id: &str) -> model::SiteId {
     model::SiteId::new(id).expect("valid site id")
 }
+mod federation;

@@ -94,8 +94,10 @@ fn describe_summarises_the_seed_site() {
     let expected = [
         "site region-a-control (regional, scope region-a, autonomy full)",
         "listen 127.0.0.1:7400",
+        "trust domain region-a",
         "max clock skew 5m",
         "upstream global-control: continuous, every 15m, batches of 100, exponential-backoff",
+        "isolated after the upstream link is cut for 5m",
         "downstream edge-zone-a1, edge-zone-a2: push, every 5m, batches of 100, exponential-backoff",
         "peer global-control: no address (add it under Site.peers)",
         "conflicts: last-write-wins, versioning on, audit log on",

@@ -12,6 +12,8 @@ fn a_file_with_every_field_is_read_as_written() {
     let config = load("full-site.yaml");
     assert_eq!(config.listen, "127.0.0.1:7401".parse().expect("addr"));
     assert_eq!(config.max_clock_skew.to_string(), "2m30s");
+    assert_eq!(config.isolation_after.to_string(), "45s");
+    assert_eq!(config.trust_domain, "region-a-pki");
     assert_eq!(config.autonomy.mode, Autonomy::Conditional);
     assert!(!config.autonomy.can_deploy_versions);
     let up = config.upstream.as_ref().expect("upstream");
@@ -62,6 +64,8 @@ fn the_embedded_default_is_a_lone_global_site() {
     assert!(config.peers.is_empty());
     assert!(config.upstream.is_none());
     assert!(config.downstream.targets.is_empty());
+    assert_eq!(config.isolation_after, config::DEFAULT_ISOLATION_AFTER);
+    assert_eq!(config.trust_domain, "global", "the trust domain defaults to the scope");
     assert_eq!(config.source, None);
     assert_eq!(config.describe()[0], "embedded default configuration");
     assert!(config.describe().contains(&"upstream: none".to_owned()));

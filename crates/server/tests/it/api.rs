@@ -1,6 +1,5 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use store::Store;
 
 use crate::harness::{Site, policy};
 

@@ -1,42 +1,34 @@
-//! Starts a site in-process on 127.0.0.1 and stops it when dropped.
+//! Starts a site in-process on 127.0.0.1 over a real SQLite file, and stops it.
 
 use std::sync::Arc;
 
-use model::{Level, Scope, SiteId};
-use server::{AppState, SiteInfo};
-use store::SqliteStore;
-use tokio::sync::oneshot;
+use config::SiteConfig;
+use server::{RunningSite, SystemClock};
 
 pub struct Site {
     pub url: String,
     pub http: reqwest::Client,
-    pub store: Arc<SqliteStore>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    pub store: Arc<dyn store::Store>,
+    running: Option<RunningSite>,
     _dir: tempfile::TempDir,
 }
 
 impl Site {
+    /// The embedded default site (`global-control`), in a temporary data directory.
     pub async fn start() -> Site {
         let dir = tempfile::tempdir().expect("temp dir");
-        let site = SiteId::new("global-control").expect("site id");
-        let store = Arc::new(
-            SqliteStore::open(&dir.path().join("global-control.sqlite3"), site.clone(), 300_000)
-                .expect("open store"),
-        );
-        let info = SiteInfo { id: site, scope: Scope::new("global").expect("scope"), level: Level::Global };
-        let state = AppState::new(info, store.clone());
+        let config = SiteConfig::embedded_default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            server::run(listener, state, async {
-                let _ = stopped.await;
-            })
+        let running = RunningSite::start(&config, dir.path(), listener, Arc::new(SystemClock))
             .await
-            .expect("server runs");
-        });
-        Site { url, http: reqwest::Client::new(), store, stop: Some(stop), task: Some(task), _dir: dir }
+            .expect("site starts");
+        Site {
+            url: running.url.clone(),
+            http: reqwest::Client::new(),
+            store: running.store.clone(),
+            running: Some(running),
+            _dir: dir,
+        }
     }
 
     pub fn object_url(&self, kind: &str, scope: &str, name: &str) -> String {
@@ -45,19 +37,8 @@ impl Site {
 
     /// Stops the server and waits for it to finish its requests.
     pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.expect("server task");
-        }
-    }
-}
-
-impl Drop for Site {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+        if let Some(running) = self.running.take() {
+            running.stop().await.expect("site stops cleanly");
         }
     }
 }

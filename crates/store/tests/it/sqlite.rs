@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use model::{Kind, ObjectKey, ObjectName, Scope, SiteId};
+use model::{ContentHash, Hlc, Kind, ObjectKey, ObjectName, Scope, SiteId, Version, VersionVector};
 use rusqlite::Connection;
 use serde_json::json;
 use store::conformance::SqliteHarness;
-use store::{ListFilter, LocalWrite, SqliteStore, Store, StoreError};
+use store::{LinkQuery, ListFilter, LocalWrite, RemoteVersion, SqliteStore, Store, StoreError};
 
 const T0: u64 = 1_764_000_000_000;
 
@@ -163,6 +164,35 @@ fn a_corrupt_row_is_reported_as_corrupt_not_a_panic() {
 }
 
 #[test]
+fn a_corrupt_context_or_link_is_reported_as_corrupt() {
+    let mut h = SqliteHarness::new();
+    let store = h.open_sqlite();
+    let k = policy("baseline");
+    store.write(put(&k, json!({"v": 1}), T0)).unwrap();
+    let peer = site("region-a-control");
+    let record = store::LinkRecord {
+        peer: peer.clone(),
+        cursor: 1,
+        peer_scopes: [Scope::new("region-a").unwrap()].into_iter().collect(),
+        last_sync_ms: Some(T0),
+        signal: "up".into(),
+    };
+    store.save_link(&record).unwrap();
+
+    let other = Connection::open(h.path()).unwrap();
+    other.execute("UPDATE objects SET context = '{\"edge-zone-a1\": -1}'", []).unwrap();
+    match store.get(&k) {
+        Err(StoreError::Corrupt(message)) => assert!(message.contains("`context`"), "{message}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    other.execute("UPDATE links SET peer_scopes = '[\"Not A Scope\"]'", []).unwrap();
+    match store.link(&peer) {
+        Err(StoreError::Corrupt(message)) => assert!(message.contains("`peer_scopes`"), "{message}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[test]
 fn the_audit_log_cannot_be_rewritten() {
     let mut h = SqliteHarness::new();
     let store = h.open_sqlite();
@@ -227,4 +257,75 @@ fn a_closed_store_is_one_file() {
     let copy = Connection::open(&path).unwrap();
     let versions: i64 = copy.query_row("SELECT COUNT(*) FROM versions", [], |r| r.get(0)).unwrap();
     assert_eq!(versions, 1);
+}
+
+/// A backlog of 10,000 changes waiting for a link, mostly rewrites (one object rewritten 5,000
+/// times, 1,000 objects 5 times each): a link batch and the debt cost an index lookup per
+/// change, not a walk through the object's history per change.
+#[test]
+fn link_queries_stay_fast_with_a_large_backlog() {
+    let mut h = SqliteHarness::new();
+    let store = h.open_sqlite();
+    let (region, edge) = (site("region-a-control"), site("edge-zone-a2"));
+    let version = |key: &ObjectKey, n: u64, wall: u64| {
+        let spec = json!({"n": n});
+        let labels = BTreeMap::new();
+        let mut vv = VersionVector::new();
+        for _ in 0..n {
+            vv.increment(&edge);
+        }
+        RemoteVersion {
+            key: key.clone(),
+            version: Version {
+                hlc: Hlc::new(wall, 0),
+                origin: edge.clone(),
+                vv,
+                author: "bot".into(),
+                content_hash: ContentHash::of(key, &labels, &spec, false),
+                deleted: false,
+            },
+            labels,
+            spec,
+        }
+    };
+    let hot = policy("hot");
+    let mut versions: Vec<RemoteVersion> = (1..=5_000).map(|n| version(&hot, n, T0 + n)).collect();
+    for round in 1..=5 {
+        for i in 0..1_000 {
+            versions.push(version(&policy(&format!("p-{i}")), round, T0 + 5_000 + round * 1_000 + i));
+        }
+    }
+    let now = T0 + 20_000;
+    let started = Instant::now();
+    for chunk in versions.chunks(1_000) {
+        let report = store.apply_remote(&region, chunk, now).unwrap();
+        assert_eq!(report.applied, chunk.len());
+    }
+    let applying = started.elapsed();
+
+    let q = LinkQuery { after: 0, peer: site("global-control"), scopes: None };
+    let started = Instant::now();
+    let debt = store.link_debt(&q).unwrap();
+    let debt_took = started.elapsed();
+    assert_eq!(debt.pending, 1_001, "the final state: one version per object");
+    assert_eq!(debt.oldest_ms, Some(now));
+
+    let started = Instant::now();
+    let mut cursor = 0;
+    let mut sent = 0;
+    loop {
+        let batch = store.changes_for_link(&LinkQuery { after: cursor, ..q.clone() }, 400).unwrap();
+        sent += batch.changes.len();
+        cursor = batch.scanned_to;
+        if batch.changes.len() < 400 {
+            break;
+        }
+    }
+    let batches_took = started.elapsed();
+    assert_eq!(sent, 1_001);
+    assert_eq!(cursor, 10_000);
+    eprintln!("apply 10k: {applying:?}, debt: {debt_took:?}, batches: {batches_took:?}");
+    // Quadratic work (12.5 million history rows for the hot object) takes many seconds.
+    let bound = Duration::from_secs(2);
+    assert!(debt_took < bound && batches_took < bound, "debt {debt_took:?}, batches {batches_took:?}");
 }

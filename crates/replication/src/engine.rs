@@ -1,0 +1,877 @@
+//! The sync engine of one site: a task per link that sends what the peer lacks, and the
+//! receiving side that applies what peers send.
+//!
+//! Sending: each link keeps a durable cursor of what its peer acknowledged. A round reads the
+//! next changes the link carries from the change log (`Store::changes_for_link`: no echo, only
+//! scopes the peer holds, superseded rewrites skipped), sends them as encoded batches, and moves
+//! the cursor when the peer acknowledges. Every `frequency` the round also exchanges digests and
+//! re-sends whatever the peer's current versions lack. When a round fails, the link retries with
+//! exponential backoff and full jitter (opportunistic links wait for their next period).
+//!
+//! Receiving: a batch from a neighbour is decoded, checked (addressed here, from a configured
+//! neighbour, link not cut), its versions filtered to the scopes this site holds, and applied in
+//! one transaction; then the links that forward it are woken.
+//!
+//! Scopes: every batch and acknowledgement carries a [`Hello`]: towards a parent, the scopes of
+//! the sender's subtree; towards a child, the scopes of the sender and its ancestors. Each site
+//! thus learns which scopes it holds (its own, its ancestors', its descendants') without a
+//! central registry, and keeps what it learned in the link records.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use config::SyncMode;
+use model::{Clock, Level, ObjectKey, Scope, SiteId, format_rfc3339_millis};
+use serde::{Deserialize, Serialize};
+use store::{ApplyError, LinkQuery, LinkRecord, RemoteVersion, Store, StoreError};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::backoff::{Backoff, Rng, SplitMix64};
+use crate::codec::{self, Batch, DecodeError, Hello};
+use crate::digest;
+use crate::link::{Direction, LinkConfig, LinkState, Signal, StateInputs, evaluate};
+use crate::transport::{Transport, TransportError};
+
+/// The content type of an encoded batch.
+pub const BATCH_CONTENT_TYPE: &str = "application/x-souverix-batch";
+/// The most batches one round sends before it yields to the link's schedule again.
+const MAX_BATCHES_PER_ROUND: usize = 200;
+/// The most versions one digest exchange repairs.
+const MAX_REPAIRS_PER_ROUND: usize = 10_000;
+/// The most entries a digest reply lists.
+const MAX_DIGEST_ENTRIES: usize = 20_000;
+/// A streaming link still checks in this often when nothing changes.
+const HEARTBEAT_CAP: Duration = Duration::from_secs(10);
+/// How long `sync now` waits for every link's round.
+const SYNC_NOW_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How a site syncs.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub site: SiteId,
+    pub scope: Scope,
+    pub level: Level,
+    pub isolation_after: Duration,
+    pub links: Vec<LinkConfig>,
+    pub backoff: Backoff,
+}
+
+/// The answer to a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    pub applied: usize,
+    pub duplicates: usize,
+    /// Versions of scopes this site does not hold, dropped.
+    pub refused: usize,
+    /// The sender may move its cursor here.
+    pub ack: u64,
+    pub hello: Hello,
+}
+
+/// A digest exchange request: bucket digests over the objects both sites hold.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DigestRequest {
+    pub from: SiteId,
+    pub to: SiteId,
+    pub scopes: BTreeSet<Scope>,
+    pub buckets: Vec<String>,
+}
+
+/// The receiver's entries in the buckets that differ.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DigestReply {
+    pub buckets: Vec<usize>,
+    /// `(kind/scope/name, version)` pairs.
+    pub entries: Vec<(String, String)>,
+    pub truncated: bool,
+}
+
+/// Why an incoming batch or digest was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiveError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error(
+        "the batch is addressed to `{to}`, but this is `{site}`: check the peer addresses in the sender's configuration"
+    )]
+    Misaddressed { to: SiteId, site: SiteId },
+    #[error("`{from}` is not a neighbour of `{site}`; this site syncs only with {neighbours}")]
+    NotNeighbour { from: SiteId, site: SiteId, neighbours: String },
+    #[error(
+        "the link with `{peer}` is cut at this site (signal `down`): send `up` to /v1/links/{peer}/signal to restore it"
+    )]
+    LinkDown { peer: SiteId },
+    #[error("the hello names `{hello}` but the batch comes from `{from}`")]
+    BadHello { hello: SiteId, from: SiteId },
+    #[error("{0}")]
+    ClockSkew(String),
+    #[error("the request is malformed: {0}")]
+    Malformed(String),
+    #[error("the store failed: {0}")]
+    Store(#[from] StoreError),
+    #[error("internal failure: {0}")]
+    Internal(String),
+}
+
+/// Why a signal or a link query was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("`{peer}` is not a neighbour of `{site}`; its links are with {neighbours}")]
+    UnknownPeer { peer: SiteId, site: SiteId, neighbours: String },
+    #[error("the link record could not be saved: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// One link as `GET /v1/sync` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkStatus {
+    pub peer: String,
+    pub direction: Direction,
+    pub url: Option<String>,
+    pub mode: String,
+    pub frequency: String,
+    pub signal: Signal,
+    pub state: LinkState,
+    /// Changes the peer has not acknowledged.
+    pub pending: u64,
+    pub pending_bytes: u64,
+    /// Age of the oldest change the peer has not acknowledged, in seconds.
+    pub debt_seconds: Option<f64>,
+    /// When a round with the peer last succeeded (RFC 3339), and how long ago in seconds.
+    pub last_sync: Option<String>,
+    pub last_sync_age_seconds: Option<f64>,
+    pub last_error: Option<String>,
+    pub cursor: u64,
+    pub consecutive_failures: u32,
+    pub sent_versions: u64,
+    pub sent_bytes: u64,
+    pub received_versions: u64,
+    pub repaired_versions: u64,
+    /// Scopes the peer holds, as it last said.
+    pub peer_scopes: Vec<String>,
+}
+
+/// The sync status of a site.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncStatus {
+    pub site: String,
+    pub scope: String,
+    pub level: Level,
+    /// The upstream link has been down longer than the isolation threshold.
+    pub isolated: bool,
+    pub links: Vec<LinkStatus>,
+    /// Scopes this site holds, as far as it knows.
+    pub holds: Vec<String>,
+}
+
+struct LinkRuntime {
+    cfg: LinkConfig,
+    mem: Mutex<LinkMem>,
+    wake: Notify,
+    rounds: AtomicU64,
+}
+
+struct LinkMem {
+    record: LinkRecord,
+    down_since_ms: Option<u64>,
+    ever_reached: bool,
+    failures: u32,
+    last_error: Option<String>,
+    last_digest_ms: u64,
+    sent_versions: u64,
+    sent_bytes: u64,
+    received_versions: u64,
+    repaired: u64,
+}
+
+impl LinkMem {
+    fn signal(&self) -> Signal {
+        self.record.signal.parse().unwrap_or(Signal::Up)
+    }
+}
+
+struct Inner {
+    cfg: EngineConfig,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    transport: Arc<dyn Transport>,
+    links: BTreeMap<SiteId, Arc<LinkRuntime>>,
+    shutdown: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// The sync engine of one site. Cheap to clone.
+#[derive(Clone)]
+pub struct SyncEngine {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+async fn blocking<T: Send + 'static>(
+    store: &Arc<dyn Store>,
+    f: impl FnOnce(&dyn Store) -> T + Send + 'static,
+) -> Result<T, String> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(store.as_ref()))
+        .await
+        .map_err(|e| format!("store task failed: {e}"))
+}
+
+impl SyncEngine {
+    /// Loads each link's durable record and starts one task per link that has a peer address.
+    /// Must be called within a tokio runtime.
+    pub async fn start(
+        cfg: EngineConfig,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        transport: Arc<dyn Transport>,
+    ) -> Result<SyncEngine, StoreError> {
+        let now = clock.now_ms();
+        let mut links = BTreeMap::new();
+        for link in &cfg.links {
+            let peer = link.peer.clone();
+            let record = {
+                let lookup = peer.clone();
+                blocking(&store, move |s| s.link(&lookup)).await.map_err(StoreError::Corrupt)??.unwrap_or(
+                    LinkRecord {
+                        peer: peer.clone(),
+                        cursor: 0,
+                        peer_scopes: BTreeSet::new(),
+                        last_sync_ms: None,
+                        signal: Signal::Up.as_str().to_owned(),
+                    },
+                )
+            };
+            let down = record.signal == Signal::Down.as_str();
+            let mem = LinkMem {
+                record,
+                down_since_ms: down.then_some(now),
+                ever_reached: false,
+                failures: 0,
+                last_error: None,
+                last_digest_ms: 0,
+                sent_versions: 0,
+                sent_bytes: 0,
+                received_versions: 0,
+                repaired: 0,
+            };
+            links.insert(
+                peer,
+                Arc::new(LinkRuntime {
+                    cfg: link.clone(),
+                    mem: Mutex::new(mem),
+                    wake: Notify::new(),
+                    rounds: AtomicU64::new(0),
+                }),
+            );
+        }
+        let (shutdown, _) = watch::channel(false);
+        let inner =
+            Arc::new(Inner { cfg, store, clock, transport, links, shutdown, tasks: Mutex::new(Vec::new()) });
+        let mut tasks = Vec::new();
+        for link in inner.links.values() {
+            if link.cfg.url.is_none() {
+                info!(peer = %link.cfg.peer, "link has no peer address: it only receives");
+                continue;
+            }
+            let task_inner = inner.clone();
+            let task_link = link.clone();
+            let stop = inner.shutdown.subscribe();
+            tasks.push(tokio::spawn(async move { task_inner.run_link(task_link, stop).await }));
+        }
+        *lock(&inner.tasks) = tasks;
+        Ok(SyncEngine { inner })
+    }
+
+    /// Stops every link task and waits for them.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
+        let tasks = std::mem::take(&mut *lock(&self.inner.tasks));
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
+    pub fn site(&self) -> &SiteId {
+        &self.inner.cfg.site
+    }
+
+    /// Tells the streaming links that the change log grew; `from` is the neighbour it came
+    /// from, if any (that link does not need waking).
+    pub fn notify_change(&self, from: Option<&SiteId>) {
+        self.inner.notify_change(from);
+    }
+
+    /// Whether this site holds objects of `scope`: its own scope, an ancestor's, or a
+    /// descendant's. The global site (the root) holds every scope.
+    pub fn holds(&self, scope: &Scope) -> bool {
+        self.inner.holds(scope)
+    }
+
+    /// The scopes this site knows it holds.
+    pub fn held_scopes(&self) -> BTreeSet<Scope> {
+        let mut all = self.inner.ancestry();
+        all.extend(self.inner.subtree());
+        all
+    }
+
+    /// Applies a batch received from a neighbour.
+    pub async fn receive(&self, body: &[u8]) -> Result<Ack, ReceiveError> {
+        self.inner.receive(body).await
+    }
+
+    /// Answers a neighbour's digest exchange.
+    pub async fn digest(&self, request: DigestRequest) -> Result<DigestReply, ReceiveError> {
+        self.inner.answer_digest(request).await
+    }
+
+    /// Records a connectivity signal for the link with `peer`.
+    pub async fn signal(&self, peer: &SiteId, signal: Signal) -> Result<LinkStatus, LinkError> {
+        let link = self.inner.link(peer)?;
+        let now = self.inner.clock.now_ms();
+        let record = {
+            let mut mem = lock(&link.mem);
+            mem.record.signal = signal.as_str().to_owned();
+            match signal {
+                Signal::Down => {
+                    mem.down_since_ms.get_or_insert(now);
+                }
+                Signal::Up | Signal::Metered => mem.failures = 0,
+            }
+            mem.record.clone()
+        };
+        blocking(&self.inner.store, move |s| s.save_link(&record)).await.map_err(StoreError::Corrupt)??;
+        info!(peer = %peer, signal = signal.as_str(), "link signal");
+        link.wake.notify_one();
+        Ok(self.inner.link_status(&link).await)
+    }
+
+    /// Runs a round on every link now and waits (bounded) until each has finished one.
+    pub async fn sync_now(&self) -> SyncStatus {
+        let before: Vec<(Arc<LinkRuntime>, u64)> = self
+            .inner
+            .links
+            .values()
+            .filter(|l| l.cfg.url.is_some())
+            .map(|l| (l.clone(), l.rounds.load(Ordering::SeqCst)))
+            .collect();
+        for (link, _) in &before {
+            lock(&link.mem).last_digest_ms = 0;
+            link.wake.notify_one();
+        }
+        let deadline = tokio::time::Instant::now() + SYNC_NOW_DEADLINE;
+        for (link, start) in &before {
+            while link.rounds.load(Ordering::SeqCst) <= *start && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        self.status().await
+    }
+
+    /// The sync status of every link, with debt read from the store.
+    pub async fn status(&self) -> SyncStatus {
+        let mut links = Vec::new();
+        for link in self.inner.links.values() {
+            links.push(self.inner.link_status(link).await);
+        }
+        links.sort_by_key(|l| (l.direction != Direction::Upstream, l.peer.clone()));
+        let isolated =
+            links.iter().any(|l| l.direction == Direction::Upstream && l.state == LinkState::Isolated);
+        SyncStatus {
+            site: self.inner.cfg.site.to_string(),
+            scope: self.inner.cfg.scope.to_string(),
+            level: self.inner.cfg.level,
+            isolated,
+            links,
+            holds: self.held_scopes().iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+impl Inner {
+    fn link(&self, peer: &SiteId) -> Result<Arc<LinkRuntime>, LinkError> {
+        self.links.get(peer).cloned().ok_or_else(|| LinkError::UnknownPeer {
+            peer: peer.clone(),
+            site: self.cfg.site.clone(),
+            neighbours: self.neighbours(),
+        })
+    }
+
+    fn neighbours(&self) -> String {
+        if self.links.is_empty() {
+            return "no other site (it has no parent or children configured)".into();
+        }
+        self.links
+            .values()
+            .map(|l| {
+                format!(
+                    "`{}` ({})",
+                    l.cfg.peer,
+                    if l.cfg.direction == Direction::Upstream { "parent" } else { "child" }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn upstream(&self) -> Option<&Arc<LinkRuntime>> {
+        self.links.values().find(|l| l.cfg.direction == Direction::Upstream)
+    }
+
+    /// This site's scope and its ancestors'.
+    fn ancestry(&self) -> BTreeSet<Scope> {
+        let mut scopes = BTreeSet::from([self.cfg.scope.clone()]);
+        if let Some(up) = self.upstream() {
+            scopes.extend(lock(&up.mem).record.peer_scopes.iter().cloned());
+        }
+        scopes
+    }
+
+    /// This site's scope and its descendants'.
+    fn subtree(&self) -> BTreeSet<Scope> {
+        let mut scopes = BTreeSet::from([self.cfg.scope.clone()]);
+        for link in self.links.values().filter(|l| l.cfg.direction == Direction::Downstream) {
+            scopes.extend(lock(&link.mem).record.peer_scopes.iter().cloned());
+        }
+        scopes
+    }
+
+    fn is_root(&self) -> bool {
+        self.cfg.level == Level::Global && self.upstream().is_none()
+    }
+
+    fn holds(&self, scope: &Scope) -> bool {
+        self.is_root() || self.ancestry().contains(scope) || self.subtree().contains(scope)
+    }
+
+    fn hello_for(&self, link: &LinkRuntime) -> Hello {
+        let scopes = match link.cfg.direction {
+            Direction::Upstream => self.subtree(),
+            Direction::Downstream => self.ancestry(),
+        };
+        Hello { site: self.cfg.site.clone(), scope: self.cfg.scope.clone(), level: self.cfg.level, scopes }
+    }
+
+    /// The scopes a link carries: towards the parent, everything (the parent holds all this
+    /// site holds); towards a child, this site's ancestry and the child's subtree.
+    fn link_scopes(&self, link: &LinkRuntime) -> Option<BTreeSet<Scope>> {
+        match link.cfg.direction {
+            Direction::Upstream => None,
+            Direction::Downstream => {
+                let mut scopes = self.ancestry();
+                scopes.extend(lock(&link.mem).record.peer_scopes.iter().cloned());
+                Some(scopes)
+            }
+        }
+    }
+
+    /// The scopes both ends of a link hold: what a digest exchange compares.
+    fn shared_scopes(&self, link: &LinkRuntime) -> BTreeSet<Scope> {
+        match link.cfg.direction {
+            Direction::Upstream => {
+                let mut scopes = self.ancestry();
+                scopes.extend(self.subtree());
+                scopes
+            }
+            Direction::Downstream => self.link_scopes(link).unwrap_or_default(),
+        }
+    }
+
+    fn notify_change(&self, from: Option<&SiteId>) {
+        for link in self.links.values() {
+            if Some(&link.cfg.peer) == from || link.cfg.mode != SyncMode::Continuous {
+                continue;
+            }
+            if lock(&link.mem).signal() == Signal::Up {
+                link.wake.notify_one();
+            }
+        }
+    }
+
+    async fn run_link(self: Arc<Self>, link: Arc<LinkRuntime>, mut stop: watch::Receiver<bool>) {
+        let mut rng = SplitMix64::new(self.clock.now_ms() ^ seed_of(&link.cfg.peer));
+        loop {
+            let wait = self.next_wait(&link, &mut rng);
+            tokio::select! {
+                _ = stop.changed() => {}
+                () = link.wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+            if *stop.borrow() {
+                break;
+            }
+            let signal = lock(&link.mem).signal();
+            if signal != Signal::Down {
+                let result = self.round(&link).await;
+                self.record_round(&link, result);
+            }
+            link.rounds.fetch_add(1, Ordering::SeqCst);
+        }
+        debug!(peer = %link.cfg.peer, "link task stopped");
+    }
+
+    fn next_wait(&self, link: &LinkRuntime, rng: &mut dyn Rng) -> Duration {
+        let mem = lock(&link.mem);
+        let frequency = link.cfg.frequency.max(Duration::from_millis(100));
+        match mem.signal() {
+            Signal::Down => return Duration::from_secs(3600),
+            Signal::Metered => return frequency,
+            Signal::Up => {}
+        }
+        if mem.failures > 0 {
+            if link.cfg.mode == SyncMode::Opportunistic {
+                return frequency;
+            }
+            let backoff = Backoff::new(self.cfg.backoff.base, self.cfg.backoff.cap.min(frequency));
+            return backoff.delay(mem.failures, rng);
+        }
+        match link.cfg.mode {
+            SyncMode::Continuous => frequency.min(HEARTBEAT_CAP),
+            SyncMode::Push | SyncMode::Opportunistic => frequency,
+        }
+    }
+
+    fn record_round(&self, link: &LinkRuntime, result: Result<(), String>) {
+        let now = self.clock.now_ms();
+        let mut mem = lock(&link.mem);
+        match result {
+            Ok(()) => {
+                if mem.failures > 0 || !mem.ever_reached {
+                    info!(peer = %link.cfg.peer, "link up");
+                }
+                mem.failures = 0;
+                mem.down_since_ms = None;
+                mem.ever_reached = true;
+                mem.last_error = None;
+            }
+            Err(err) => {
+                if mem.failures == 0 {
+                    warn!(peer = %link.cfg.peer, error = %err, "sync round failed; retrying with backoff");
+                }
+                mem.failures = mem.failures.saturating_add(1);
+                mem.down_since_ms.get_or_insert(now);
+                mem.last_error = Some(err);
+            }
+        }
+    }
+
+    /// One round on a link: drain the log in batches, then a digest exchange if one is due.
+    async fn round(&self, link: &LinkRuntime) -> Result<(), String> {
+        let Some(url) = link.cfg.url.as_deref() else { return Ok(()) };
+        for _ in 0..MAX_BATCHES_PER_ROUND {
+            // Each lock is taken and released in its own statement: `link_scopes` locks too.
+            let scopes = self.link_scopes(link);
+            let after = lock(&link.mem).record.cursor;
+            let query = LinkQuery { after, peer: link.cfg.peer.clone(), scopes };
+            let limit = link.cfg.batch_size;
+            let batch = blocking(&self.store, move |s| s.changes_for_link(&query, limit))
+                .await?
+                .map_err(|e| format!("reading the change log failed: {e}"))?;
+            let count = batch.changes.len();
+            let versions: Vec<RemoteVersion> = batch
+                .changes
+                .into_iter()
+                .map(|c| RemoteVersion { key: c.key, version: c.version, labels: c.labels, spec: c.spec })
+                .collect();
+            let ack = self.send(link, url, batch.scanned_to, false, versions).await?;
+            let record = {
+                let mut mem = lock(&link.mem);
+                mem.record.cursor = mem.record.cursor.max(ack.ack);
+                mem.record.last_sync_ms = Some(self.clock.now_ms());
+                mem.sent_versions += count as u64;
+                mem.record.clone()
+            };
+            blocking(&self.store, move |s| s.save_link(&record))
+                .await?
+                .map_err(|e| format!("saving the link cursor failed: {e}"))?;
+            if count < limit {
+                break;
+            }
+        }
+        let due = {
+            let mem = lock(&link.mem);
+            self.clock.now_ms().saturating_sub(mem.last_digest_ms) >= ms(link.cfg.frequency)
+        };
+        if due {
+            self.anti_entropy(link, url).await?;
+            lock(&link.mem).last_digest_ms = self.clock.now_ms();
+        }
+        Ok(())
+    }
+
+    async fn send(
+        &self,
+        link: &LinkRuntime,
+        url: &str,
+        up_to: u64,
+        repair: bool,
+        versions: Vec<RemoteVersion>,
+    ) -> Result<Ack, String> {
+        let batch = Batch {
+            from: self.cfg.site.clone(),
+            to: link.cfg.peer.clone(),
+            hello: self.hello_for(link),
+            up_to,
+            repair,
+            versions,
+        };
+        let body = codec::encode(&batch);
+        let size = body.len() as u64;
+        let reply =
+            self.transport.post(url, "/v1/sync/batch", BATCH_CONTENT_TYPE, body).await.map_err(describe)?;
+        let ack: Ack = serde_json::from_slice(&reply)
+            .map_err(|e| format!("the peer's acknowledgement is not valid: {e}"))?;
+        if ack.hello.site != link.cfg.peer {
+            return Err(format!(
+                "the site at {url} is `{}`, not `{}`: check the peer address in this site's configuration",
+                ack.hello.site, link.cfg.peer
+            ));
+        }
+        self.learn(link, ack.hello.scopes.clone()).await;
+        lock(&link.mem).sent_bytes += size;
+        Ok(ack)
+    }
+
+    /// Records the scopes a neighbour says it holds, durably when they changed.
+    async fn learn(&self, link: &LinkRuntime, scopes: BTreeSet<Scope>) {
+        let record = {
+            let mut mem = lock(&link.mem);
+            if mem.record.peer_scopes == scopes {
+                return;
+            }
+            mem.record.peer_scopes = scopes;
+            mem.record.clone()
+        };
+        match blocking(&self.store, move |s| s.save_link(&record)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(peer = %link.cfg.peer, error = %e, "could not save the peer's scopes"),
+            Err(e) => warn!(peer = %link.cfg.peer, error = %e, "could not save the peer's scopes"),
+        }
+    }
+
+    /// Compares digests with the peer and re-sends this site's current version of every object
+    /// whose version differs on the other side.
+    async fn anti_entropy(&self, link: &LinkRuntime, url: &str) -> Result<(), String> {
+        let scopes = self.shared_scopes(link);
+        let entries = {
+            let scopes = scopes.clone();
+            blocking(&self.store, move |s| s.digest_entries(Some(&scopes)))
+                .await?
+                .map_err(|e| format!("reading digest entries failed: {e}"))?
+        };
+        let request = DigestRequest {
+            from: self.cfg.site.clone(),
+            to: link.cfg.peer.clone(),
+            scopes,
+            buckets: digest::bucket_digests(&entries),
+        };
+        let body = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
+        let reply =
+            self.transport.post(url, "/v1/sync/digest", "application/json", body).await.map_err(describe)?;
+        let reply: DigestReply = serde_json::from_slice(&reply)
+            .map_err(|e| format!("the peer's digest reply is not valid: {e}"))?;
+        if reply.buckets.is_empty() {
+            return Ok(());
+        }
+        let theirs: BTreeMap<String, String> = reply.entries.into_iter().collect();
+        let mine = digest::entries_in(&entries, &reply.buckets);
+        let stale: Vec<ObjectKey> = mine
+            .iter()
+            .filter(|(key, version)| theirs.get(&key.to_string()) != Some(&version.to_string()))
+            .map(|(key, _)| key.clone())
+            .take(MAX_REPAIRS_PER_ROUND)
+            .collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let objects = blocking(&self.store, move |s| {
+            stale.iter().filter_map(|k| s.get(k).transpose()).collect::<Result<Vec<_>, _>>()
+        })
+        .await?
+        .map_err(|e| format!("reading objects to repair failed: {e}"))?;
+        let repairs: Vec<RemoteVersion> = objects
+            .into_iter()
+            .map(|o| RemoteVersion { key: o.key, version: o.version, labels: o.labels, spec: o.spec })
+            .collect();
+        let total = repairs.len();
+        let cursor = lock(&link.mem).record.cursor;
+        for chunk in repairs.chunks(link.cfg.batch_size.max(1)) {
+            let ack = self.send(link, url, cursor, true, chunk.to_vec()).await?;
+            lock(&link.mem).repaired += ack.applied as u64;
+        }
+        info!(peer = %link.cfg.peer, versions = total, "digest exchange re-sent versions the peer lacked");
+        Ok(())
+    }
+
+    async fn receive(&self, body: &[u8]) -> Result<Ack, ReceiveError> {
+        let batch = codec::decode(body)?;
+        if batch.to != self.cfg.site {
+            return Err(ReceiveError::Misaddressed { to: batch.to, site: self.cfg.site.clone() });
+        }
+        if batch.hello.site != batch.from {
+            return Err(ReceiveError::BadHello { hello: batch.hello.site, from: batch.from });
+        }
+        let link = self.links.get(&batch.from).cloned().ok_or_else(|| ReceiveError::NotNeighbour {
+            from: batch.from.clone(),
+            site: self.cfg.site.clone(),
+            neighbours: self.neighbours(),
+        })?;
+        if lock(&link.mem).signal() == Signal::Down {
+            return Err(ReceiveError::LinkDown { peer: batch.from });
+        }
+        self.learn(&link, batch.hello.scopes.clone()).await;
+        let (held, refused): (Vec<RemoteVersion>, Vec<RemoteVersion>) =
+            batch.versions.into_iter().partition(|v| self.holds(&v.key.scope));
+        if !refused.is_empty() {
+            warn!(peer = %batch.from, count = refused.len(), first = %refused[0].key, "dropped versions of scopes this site does not hold");
+        }
+        let from = batch.from.clone();
+        let now = self.clock.now_ms();
+        let report = if held.is_empty() {
+            store::ApplyReport::default()
+        } else {
+            match blocking(&self.store, move |s| s.apply_remote(&from, &held, now))
+                .await
+                .map_err(ReceiveError::Internal)?
+            {
+                Ok(report) => report,
+                Err(ApplyError::ClockSkew(refusal)) => {
+                    warn!(peer = %batch.from, error = %refusal, "refused a batch: clock skew");
+                    return Err(ReceiveError::ClockSkew(refusal.to_string()));
+                }
+                Err(ApplyError::Store(e)) => return Err(ReceiveError::Store(e)),
+            }
+        };
+        {
+            let mut mem = lock(&link.mem);
+            mem.record.last_sync_ms = Some(now);
+            mem.received_versions += report.applied as u64;
+            mem.ever_reached = true;
+        }
+        if report.applied > 0 {
+            debug!(peer = %batch.from, applied = report.applied, duplicates = report.duplicates, "applied a batch");
+            self.notify_change(Some(&batch.from));
+        }
+        Ok(Ack {
+            applied: report.applied,
+            duplicates: report.duplicates,
+            refused: refused.len(),
+            ack: batch.up_to,
+            hello: self.hello_for(&link),
+        })
+    }
+
+    async fn answer_digest(&self, request: DigestRequest) -> Result<DigestReply, ReceiveError> {
+        if request.to != self.cfg.site {
+            return Err(ReceiveError::Misaddressed { to: request.to, site: self.cfg.site.clone() });
+        }
+        let link = self.links.get(&request.from).cloned().ok_or_else(|| ReceiveError::NotNeighbour {
+            from: request.from.clone(),
+            site: self.cfg.site.clone(),
+            neighbours: self.neighbours(),
+        })?;
+        if lock(&link.mem).signal() == Signal::Down {
+            return Err(ReceiveError::LinkDown { peer: request.from });
+        }
+        if request.buckets.len() != digest::BUCKETS {
+            return Err(ReceiveError::Malformed(format!(
+                "a digest has {} buckets, not {}",
+                digest::BUCKETS,
+                request.buckets.len()
+            )));
+        }
+        let scopes = request.scopes.clone();
+        let entries = blocking(&self.store, move |s| s.digest_entries(Some(&scopes)))
+            .await
+            .map_err(ReceiveError::Internal)??;
+        let buckets = digest::differing(&digest::bucket_digests(&entries), &request.buckets);
+        let listed = digest::entries_in(&entries, &buckets);
+        let truncated = listed.len() > MAX_DIGEST_ENTRIES;
+        let entries = listed
+            .into_iter()
+            .take(MAX_DIGEST_ENTRIES)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Ok(DigestReply { buckets, entries, truncated })
+    }
+
+    async fn link_status(&self, link: &LinkRuntime) -> LinkStatus {
+        let now = self.clock.now_ms();
+        let scopes = self.link_scopes(link);
+        let after = lock(&link.mem).record.cursor;
+        let query = LinkQuery { after, peer: link.cfg.peer.clone(), scopes };
+        let debt = match blocking(&self.store, move |s| s.link_debt(&query)).await {
+            Ok(Ok(debt)) => debt,
+            Ok(Err(e)) => {
+                warn!(peer = %link.cfg.peer, error = %e, "could not read the link's debt");
+                store::Debt::default()
+            }
+            Err(e) => {
+                warn!(peer = %link.cfg.peer, error = %e, "could not read the link's debt");
+                store::Debt::default()
+            }
+        };
+        let mem = lock(&link.mem);
+        // A link without a peer address only receives: it is up while the peer keeps sending.
+        let receive_only = link.cfg.url.is_none();
+        let inputs = StateInputs {
+            now_ms: now,
+            signal: mem.signal(),
+            down_since_ms: if receive_only { None } else { mem.down_since_ms },
+            ever_reached: mem.ever_reached,
+            oldest_pending_ms: debt.oldest_ms,
+            direction: link.cfg.direction,
+            lag_tolerance: link.cfg.lag_tolerance(),
+            isolation_after: self.cfg.isolation_after,
+        };
+        let age = |t: u64| now.saturating_sub(t) as f64 / 1000.0;
+        LinkStatus {
+            peer: link.cfg.peer.to_string(),
+            direction: link.cfg.direction,
+            url: link.cfg.url.clone(),
+            mode: link.cfg.mode.as_str().to_owned(),
+            frequency: config::Duration::from(link.cfg.frequency).to_string(),
+            signal: mem.signal(),
+            state: evaluate(inputs),
+            pending: debt.pending,
+            pending_bytes: debt.pending_bytes,
+            debt_seconds: debt.oldest_ms.map(age),
+            last_sync: mem.record.last_sync_ms.map(format_rfc3339_millis),
+            last_sync_age_seconds: mem.record.last_sync_ms.map(age),
+            last_error: mem.last_error.clone(),
+            cursor: mem.record.cursor,
+            consecutive_failures: mem.failures,
+            sent_versions: mem.sent_versions,
+            sent_bytes: mem.sent_bytes,
+            received_versions: mem.received_versions,
+            repaired_versions: mem.repaired,
+            peer_scopes: mem.record.peer_scopes.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+fn describe(err: TransportError) -> String {
+    match err {
+        TransportError::Unreachable(reason) => format!("unreachable: {reason}"),
+        refused @ TransportError::Refused { .. } => refused.to_string(),
+    }
+}
+
+fn seed_of(peer: &SiteId) -> u64 {
+    peer.as_str()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x1000_0000_01b3))
+}

@@ -62,6 +62,22 @@ enum Command {
         #[arg(long, default_value = "souverix-data")]
         data_dir: PathBuf,
     },
+    /// Write one standalone site file per site of a federation, to run each site on its own
+    /// machine with `souverix serve --config <file>`.
+    SiteFiles {
+        /// The federation file (default: the demo federation).
+        #[arg(long)]
+        federation: Option<PathBuf>,
+        /// The first site's port; the others follow in file order.
+        #[arg(long, default_value_t = 7400)]
+        base_port: u16,
+        /// The data directory each site file names.
+        #[arg(long, default_value = "souverix-data")]
+        data_dir: PathBuf,
+        /// Where to write `<site-id>.yaml`.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// See and drive synchronisation with neighbouring sites.
     Sync {
         #[command(subcommand)]
@@ -185,6 +201,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             serve::demo(federation, base_port, data_dir).await
         }
         Command::Config { command: ConfigCommand::Check { file } } => serve::check(&file),
+        Command::SiteFiles { federation, base_port, data_dir, out } => {
+            serve::site_files(federation, base_port, &data_dir, &out)
+        }
         Command::Sync { command: SyncCommand::Status { output } } => {
             commands::sync_status(&client(&cli.server, author)?, false, output).await
         }

@@ -19,6 +19,27 @@ pub fn check(file: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes a standalone site file for every site of a federation.
+pub fn site_files(
+    federation: Option<PathBuf>,
+    base_port: u16,
+    data_dir: &Path,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let federation = match &federation {
+        Some(path) => FederationConfig::load(path)?,
+        None => FederationConfig::embedded_demo(),
+    };
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    for site in federation.sites() {
+        let text = federation.render_site_file(site.id(), base_port, data_dir)?;
+        let path = out.join(format!("{}.yaml", site.id()));
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        println!("{}", path.display());
+    }
+    Ok(())
+}
+
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await.with_context(|| {
         format!("cannot listen on {addr} for {what}: is another site already running there? Choose another address or port")

@@ -6,6 +6,7 @@
 //! argument (milliseconds since the Unix epoch), so every function here is deterministic and
 //! can be driven by tests and by the simulator alike.
 
+mod authority;
 mod document;
 mod hlc;
 mod ids;
@@ -14,6 +15,7 @@ mod time;
 mod version;
 mod vv;
 
+pub use authority::{Directory, Refusal, Relation, Rule, SiteCard, Strategy};
 pub use document::{
     API_VERSION, DocumentError, DocumentMetadata, ObjectDocument, StoredObject, ValidDocument,
 };

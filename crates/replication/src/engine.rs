@@ -6,7 +6,9 @@
 //! scopes the peer holds, superseded rewrites skipped), sends them as encoded batches, and moves
 //! the cursor when the peer acknowledges. Every `frequency` the round also exchanges digests and
 //! re-sends whatever the peer's current versions lack. When a round fails, the link retries with
-//! exponential backoff and full jitter (opportunistic links wait for their next period).
+//! exponential backoff and full jitter (opportunistic links wait for their next period). Each
+//! link's first round runs as the site starts, so a backlog left in the log by a restart or a
+//! crash moves on at once.
 //!
 //! Receiving: a batch from a neighbour is decoded, checked (addressed here, from a configured
 //! neighbour, link not cut), its versions filtered to the scopes this site holds, and applied in
@@ -503,8 +505,10 @@ impl Inner {
 
     async fn run_link(self: Arc<Self>, link: Arc<LinkRuntime>, mut stop: watch::Receiver<bool>) {
         let mut rng = SplitMix64::new(self.clock.now_ms() ^ seed_of(&link.cfg.peer));
+        // The first round runs at once: a site that restarts with changes in its log resumes
+        // sending them, instead of holding them until the link's next period.
+        let mut wait = Duration::ZERO;
         loop {
-            let wait = self.next_wait(&link, &mut rng);
             tokio::select! {
                 _ = stop.changed() => {}
                 () = link.wake.notified() => {}
@@ -519,6 +523,7 @@ impl Inner {
                 self.record_round(&link, result);
             }
             link.rounds.fetch_add(1, Ordering::SeqCst);
+            wait = self.next_wait(&link, &mut rng);
         }
         debug!(peer = %link.cfg.peer, "link task stopped");
     }

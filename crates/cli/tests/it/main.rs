@@ -3,5 +3,8 @@
 
 mod config_check;
 mod durability;
+mod fed_harness;
+mod federation;
+mod federation_processes;
 mod harness;
 mod operate;

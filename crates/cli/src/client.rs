@@ -4,7 +4,10 @@ use anyhow::{Context, anyhow};
 use model::{ObjectDocument, ObjectKey};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
-use server::{AuditPage, HistoryPage, ObjectPage, SiteDocument};
+use server::{
+    AuditPage, ConflictDetail, ConflictItem, ConflictPage, DeliveryPage, HistoryPage, ObjectPage, Resolution,
+    SiteDocument,
+};
 
 /// Talks to the site at `base` (such as `http://127.0.0.1:7400`).
 pub struct Client {
@@ -128,6 +131,49 @@ impl Client {
 
     pub async fn audit(&self, query: &[(&str, String)]) -> anyhow::Result<AuditPage> {
         self.json(self.http.get(format!("{}/v1/audit", self.base)).query(query)).await
+    }
+
+    pub async fn conflicts(&self, query: &[(&str, String)]) -> anyhow::Result<ConflictPage> {
+        self.json(self.http.get(format!("{}/v1/conflicts", self.base)).query(query)).await
+    }
+
+    /// A conflict id goes into the path: it must be a plain token (the site checks the rest).
+    fn conflict_url(&self, id: &str, action: &str) -> anyhow::Result<String> {
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(anyhow!(
+                "`{id}` is not a conflict id; an id is 16 hex digits (`souverix conflicts list` shows them)"
+            ));
+        }
+        Ok(format!("{}/v1/conflicts/{id}{action}", self.base))
+    }
+
+    pub async fn conflict(&self, id: &str) -> anyhow::Result<ConflictDetail> {
+        self.json(self.http.get(self.conflict_url(id, "")?)).await
+    }
+
+    pub async fn acknowledge(&self, id: &str) -> anyhow::Result<ConflictItem> {
+        self.json(self.http.post(self.conflict_url(id, "/ack")?)).await
+    }
+
+    pub async fn resolve(&self, id: &str, pick: &str) -> anyhow::Result<Resolution> {
+        let body = serde_json::json!({ "pick": pick });
+        self.json(self.http.post(self.conflict_url(id, "/resolve")?).json(&body)).await
+    }
+
+    pub async fn deliveries(&self, query: &[(&str, String)]) -> anyhow::Result<DeliveryPage> {
+        self.json(self.http.get(format!("{}/v1/webhooks/deliveries", self.base)).query(query)).await
+    }
+
+    /// Opens the event stream: a response whose body is `text/event-stream`, read as it
+    /// arrives (no overall timeout: it lasts until the site or the caller ends it).
+    pub async fn events(&self, query: &[(&str, String)]) -> anyhow::Result<reqwest::Response> {
+        let request = self
+            .http
+            .get(format!("{}/v1/events", self.base))
+            .query(query)
+            .header("accept", "text/event-stream")
+            .timeout(std::time::Duration::from_secs(365 * 24 * 3600));
+        Ok(self.send(request).await?)
     }
 }
 

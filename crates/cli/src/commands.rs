@@ -7,6 +7,7 @@ use anyhow::Context;
 use model::{ObjectKey, ObjectName, Scope};
 
 use crate::client::Client;
+use crate::diff;
 use crate::manifest;
 use crate::output::{Format, Table, print};
 
@@ -223,6 +224,248 @@ pub async fn link(client: &Client, peer: &str, state: &str) -> anyhow::Result<()
     let link = client.signal(peer, state).await?;
     println!("link with {} is {} (signal {})", link.peer, link.state, link.signal.as_str());
     Ok(())
+}
+
+pub async fn conflicts_list(
+    client: &Client,
+    status: Option<String>,
+    limit: Option<usize>,
+    output: Format,
+) -> anyhow::Result<()> {
+    let mut query = Vec::new();
+    if let Some(status) = status {
+        query.push(("status", status));
+    }
+    if let Some(limit) = limit {
+        query.push(("limit", limit.to_string()));
+    }
+    let page = client.conflicts(&query).await?;
+    print(output, &page, || {
+        let mut t = Table::new(
+            vec!["ID", "OBJECT", "SIDES", "STRATEGY", "WINNER", "STATUS", "DETECTED"],
+            "no conflicts",
+        );
+        for c in &page.items {
+            let sides: Vec<&str> = c.sides.iter().map(|s| s.version.as_str()).collect();
+            t.row(vec![
+                c.id.clone(),
+                c.object.clone(),
+                sides.join(" vs "),
+                c.strategy.clone(),
+                c.winner.clone(),
+                c.status.clone(),
+                c.detected_at.clone(),
+            ]);
+        }
+        t
+    })?;
+    if page.more && output == Format::Table {
+        eprintln!("(more conflicts match; raise --limit or narrow --status)");
+    }
+    Ok(())
+}
+
+/// A value as YAML text (an empty mapping or null as `{}`).
+fn yaml_text(value: &serde_json::Value) -> anyhow::Result<String> {
+    if value.is_null() {
+        return Ok("{}\n".to_owned());
+    }
+    Ok(serde_yaml_ng::to_string(value)?)
+}
+
+pub async fn conflicts_show(client: &Client, id: &str, output: Format) -> anyhow::Result<()> {
+    let detail = client.conflict(id).await?;
+    if output != Format::Table {
+        return print(output, &detail, || Table::new(vec![], ""));
+    }
+    let c = &detail.conflict;
+    let (Some(a), Some(b)) = (detail.versions.first(), detail.versions.get(1)) else {
+        anyhow::bail!("the site's answer does not hold both versions of conflict {}", c.id);
+    };
+    let mut out = String::new();
+    out.push_str(&format!("conflict {} on {}: {}\n", c.id, c.object, c.status));
+    let provisional = if c.status == "open" { " (provisional)" } else { "" };
+    out.push_str(&format!(
+        "strategy {}, winner {}{provisional}, detected {}\n",
+        c.strategy, c.winner, c.detected_at
+    ));
+    if let (Some(who), Some(at)) = (&c.acknowledged_by, &c.acknowledged_at) {
+        out.push_str(&format!("acknowledged by {who} at {at}\n"));
+    }
+    if let Some(later) = &c.resolved_by {
+        out.push_str(&format!("resolved by version {later}\n"));
+    }
+    let current = detail.current.metadata.version.clone().unwrap_or_default();
+    let which = if current == a.version {
+        " (side A)"
+    } else if current == b.version {
+        " (side B)"
+    } else {
+        ""
+    };
+    let deleted = if detail.current.metadata.deleted == Some(true) { ", deleted" } else { "" };
+    out.push_str(&format!("current version {current}{which}{deleted}\n\n"));
+
+    let mut t = Table::new(vec!["", "A", "B"], "");
+    let labels = |item: &server::HistoryItem| {
+        if item.labels.is_empty() {
+            "-".to_owned()
+        } else {
+            item.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+        }
+    };
+    let yes = |b: bool| if b { "yes".to_owned() } else { "no".to_owned() };
+    let chosen = |item: &server::HistoryItem| {
+        if item.version == c.winner { format!("winner{provisional}") } else { "-".to_owned() }
+    };
+    t.row(vec!["version".into(), a.version.clone(), b.version.clone()]);
+    t.row(vec!["origin".into(), a.origin.clone(), b.origin.clone()]);
+    t.row(vec!["author".into(), a.author.clone(), b.author.clone()]);
+    t.row(vec!["time".into(), a.time.clone(), b.time.clone()]);
+    t.row(vec!["deleted".into(), yes(a.deleted), yes(b.deleted)]);
+    t.row(vec!["labels".into(), labels(a), labels(b)]);
+    t.row(vec!["strategy".into(), chosen(a), chosen(b)]);
+    out.push_str(&t.render());
+
+    let spec = |item: &server::HistoryItem| {
+        if item.deleted { Ok("(deleted)\n".to_owned()) } else { yaml_text(&item.spec) }
+    };
+    let (spec_a, spec_b) = (spec(a)?, spec(b)?);
+    out.push_str("\nspec: A | B\n");
+    out.push_str(&diff::side_by_side(&spec_a, &spec_b));
+    out.push_str("\ndiff of spec: - only in A, + only in B\n");
+    out.push_str(&diff::render(&diff::diff(&spec_a, &spec_b)));
+    print!("{out}");
+    Ok(())
+}
+
+pub async fn conflicts_ack(client: &Client, id: &str) -> anyhow::Result<()> {
+    let c = client.acknowledge(id).await?;
+    println!(
+        "conflict {} on {} acknowledged by {}; version {} stays current",
+        c.id,
+        c.object,
+        c.acknowledged_by.as_deref().unwrap_or("?"),
+        c.winner
+    );
+    Ok(())
+}
+
+pub async fn conflicts_resolve(client: &Client, id: &str, pick: &str) -> anyhow::Result<()> {
+    let resolution = client.resolve(id, pick).await?;
+    let c = &resolution.conflict;
+    let version = resolution.object.metadata.version.unwrap_or_default();
+    println!("conflict {} on {} {}: version {version} holds the content of {pick}", c.id, c.object, c.status);
+    Ok(())
+}
+
+/// Reads the event stream and prints each event on one line until the stream ends (with
+/// `once`) or Ctrl-C.
+pub async fn events(
+    client: &Client,
+    after: Option<u64>,
+    kinds: Vec<String>,
+    once: bool,
+    output: Format,
+) -> anyhow::Result<()> {
+    let mut query = vec![("after", after.unwrap_or(0).to_string())];
+    if !kinds.is_empty() {
+        query.push(("kinds", kinds.join(",")));
+    }
+    if once {
+        query.push(("follow", "false".to_owned()));
+    }
+    let response = client.events(&query).await?;
+    let mut last = after.unwrap_or(0);
+    let read = read_events(response, output, &mut last);
+    tokio::select! {
+        result = read => result?,
+        _ = tokio::signal::ctrl_c() => return Ok(()),
+    }
+    if once {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "the site ended the event stream (is it stopping?); resume with `souverix events --after {last}`"
+    )
+}
+
+/// The longest line of an event stream accepted: a bound on what is buffered.
+const MAX_EVENT_LINE: usize = 4 * 1024 * 1024;
+
+async fn read_events(mut response: reqwest::Response, output: Format, last: &mut u64) -> anyhow::Result<()> {
+    let mut pending: Vec<u8> = Vec::new();
+    let mut data = String::new();
+    while let Some(chunk) = response.chunk().await.context("the event stream broke off")? {
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let raw: Vec<u8> = pending.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&raw);
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                if !data.is_empty() {
+                    print_event(&data, output, last)?;
+                    data.clear();
+                }
+            } else if let Some(value) = line.strip_prefix("data:") {
+                data.push_str(value.strip_prefix(' ').unwrap_or(value));
+            }
+            // `id:`, `event:` and `:` keep-alive comments: the data carries the id and kind.
+        }
+        anyhow::ensure!(pending.len() <= MAX_EVENT_LINE, "the event stream sent a line longer than 4 MiB");
+    }
+    Ok(())
+}
+
+fn print_event(data: &str, output: Format, last: &mut u64) -> anyhow::Result<()> {
+    let event: server::EventItem = serde_json::from_str(data)
+        .with_context(|| format!("the site sent an event that is not JSON: {data}"))?;
+    *last = event.seq;
+    match output {
+        Format::Json => println!("{}", serde_json::to_string(&event)?),
+        Format::Yaml => print!("---\n{}", serde_yaml_ng::to_string(&event)?),
+        Format::Table => println!(
+            "{}  {}  {}  {}  {}",
+            event.seq,
+            event.time,
+            event.kind,
+            event.object.as_deref().unwrap_or("-"),
+            serde_json::to_string(&event.data)?
+        ),
+    }
+    Ok(())
+}
+
+pub async fn webhook_deliveries(
+    client: &Client,
+    webhook: Option<String>,
+    limit: usize,
+    output: Format,
+) -> anyhow::Result<()> {
+    let mut query = vec![("limit", limit.to_string())];
+    if let Some(webhook) = webhook {
+        query.push(("webhook", webhook));
+    }
+    let page = client.deliveries(&query).await?;
+    print(output, &page, || {
+        let mut t = Table::new(
+            vec!["ID", "WEBHOOK", "EVENT", "ATTEMPT", "TIME", "STATUS", "OUTCOME", "DETAIL"],
+            "no deliveries",
+        );
+        for d in &page.items {
+            t.row(vec![
+                d.id.to_string(),
+                d.webhook.clone(),
+                d.event.to_string(),
+                d.attempt.to_string(),
+                d.time.clone(),
+                d.status.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                d.outcome.clone(),
+                d.detail.clone(),
+            ]);
+        }
+        t
+    })
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 mod client;
 mod commands;
+mod diff;
 mod manifest;
 mod output;
 mod serve;
@@ -148,6 +149,32 @@ enum Command {
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
         output: Format,
     },
+    /// See and settle conflicts: versions of one object written concurrently at different sites.
+    Conflicts {
+        #[command(subcommand)]
+        command: ConflictsCommand,
+    },
+    /// Print the site's events (writes, deletes, conflicts, refusals, link changes): the stored
+    /// ones, then new ones as they happen, until Ctrl-C.
+    Events {
+        /// Start after this event (default: from the first stored event).
+        #[arg(long)]
+        after: Option<u64>,
+        /// Only these kinds (comma-separated).
+        #[arg(long, value_delimiter = ',', value_parser = ["write", "delete", "conflict", "refusal", "link"])]
+        kinds: Vec<String>,
+        /// Print the stored events and exit instead of following new ones.
+        #[arg(long)]
+        once: bool,
+        /// `table`: one line per event; `json`: one JSON object per line; `yaml`: a document each.
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// See what the site's webhooks delivered.
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhooksCommand,
+    },
     /// Print a shell completion script.
     Completion {
         #[arg(value_enum)]
@@ -164,6 +191,49 @@ enum SyncCommand {
     },
     /// Run a round on every link now, then show the status.
     Now {
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConflictsCommand {
+    /// The conflicts this site recorded, newest first (default: open and acknowledged).
+    List {
+        #[arg(long, value_parser = ["open", "acknowledged", "resolved", "all"])]
+        status: Option<String>,
+        /// At most this many (1 to 1000; default 100).
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Both versions side by side (metadata, spec as YAML, a diff of the specs) and the current one.
+    Show {
+        id: String,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Accept the provisional winner of an open conflict.
+    Ack { id: String },
+    /// Settle a conflict with one side's content: writes a new version that supersedes both.
+    Resolve {
+        id: String,
+        /// The version to keep: one of the conflict's two sides.
+        #[arg(long)]
+        pick: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WebhooksCommand {
+    /// Delivery attempts, newest first.
+    Deliveries {
+        /// Only this webhook's.
+        #[arg(long)]
+        webhook: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
         output: Format,
     },
@@ -235,6 +305,25 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit { tail, after, limit, output } => {
             commands::audit(&client(&cli.server, author)?, tail, after, limit, output).await
+        }
+        Command::Conflicts { command } => {
+            let client = client(&cli.server, author)?;
+            match command {
+                ConflictsCommand::List { status, limit, output } => {
+                    commands::conflicts_list(&client, status, limit, output).await
+                }
+                ConflictsCommand::Show { id, output } => commands::conflicts_show(&client, &id, output).await,
+                ConflictsCommand::Ack { id } => commands::conflicts_ack(&client, &id).await,
+                ConflictsCommand::Resolve { id, pick } => {
+                    commands::conflicts_resolve(&client, &id, &pick).await
+                }
+            }
+        }
+        Command::Events { after, kinds, once, output } => {
+            commands::events(&client(&cli.server, author)?, after, kinds, once, output).await
+        }
+        Command::Webhooks { command: WebhooksCommand::Deliveries { webhook, limit, output } } => {
+            commands::webhook_deliveries(&client(&cli.server, author)?, webhook, limit, output).await
         }
     }
 }

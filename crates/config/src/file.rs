@@ -11,6 +11,7 @@ use serde::de::IgnoredAny;
 
 use crate::Duration;
 use crate::site::{ConflictStrategy, RetryPolicy, SyncMode};
+use crate::webhook::EventKind;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +37,18 @@ pub(crate) struct RawSite {
     /// Checked while resolving, so that the message can say how to write one.
     pub trust_domain: Option<String>,
     pub peers: Option<BTreeMap<SiteId, String>>,
+    pub webhooks: Option<Vec<RawWebhook>>,
+}
+
+/// One entry of `Site.webhooks`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWebhook {
+    /// Checked while resolving, so that the message can say how to write one.
+    pub name: String,
+    /// Checked while resolving, so that the message can say how to write one.
+    pub url: String,
+    pub events: Option<Vec<EventKind>>,
 }
 
 #[derive(Debug, Deserialize)]

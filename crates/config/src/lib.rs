@@ -1,7 +1,7 @@
 //! A site's configuration file: the seed's `Authority` and `SyncStrategy` documents, accepted
 //! verbatim, plus a `Site` document with what a running site needs (listen address, data
-//! directory, peers' addresses, trust domain, when to count as isolated). And a federation
-//! file: the whole tree of sites, one such set of documents per site.
+//! directory, peers' addresses, trust domain, when to count as isolated, webhooks). And a
+//! federation file: the whole tree of sites, one such set of documents per site.
 //!
 //! [`SiteConfig::load`] reads a file and resolves it: defaults are applied and the documents
 //! are checked against each other. [`FederationConfig::load`] does the same for every site of
@@ -17,6 +17,7 @@ mod file;
 mod locate;
 mod render;
 mod site;
+mod webhook;
 
 pub use duration::{Duration, DurationError};
 pub use error::{ConfigError, Location};
@@ -27,3 +28,4 @@ pub use site::{
     DEFAULT_UPSTREAM_FREQUENCY, DownstreamLinks, EMBEDDED_DEFAULT, MAX_BATCH_SIZE, MAX_FILE_SIZE,
     RetryPolicy, SiteConfig, SyncMode, UpstreamLink,
 };
+pub use webhook::{DEFAULT_WEBHOOK_EVENTS, EventKind, WebhookConfig};

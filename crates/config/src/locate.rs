@@ -143,8 +143,9 @@ impl<'de> Visitor<'de> for Find<'_> {
         let mut index = 0;
         loop {
             let more = if want == Some(index) {
-                // An element has no key: its position is its value's.
-                seq.next_element_seed(Find { path: rest, target: Target::Value })?.is_some()
+                // An element has no key: its position is its value's. Below it, keys are keys.
+                let target = if rest.is_empty() { Target::Value } else { self.target };
+                seq.next_element_seed(Find { path: rest, target })?.is_some()
             } else {
                 seq.next_element::<IgnoredAny>()?.is_some()
             };

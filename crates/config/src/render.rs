@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::Duration;
 use crate::site::{ConflictStrategy, RetryPolicy, SiteConfig, SyncMode};
+use crate::webhook::EventKind;
 
 #[derive(Serialize)]
 struct File<'a> {
@@ -30,6 +31,15 @@ struct Site<'a> {
     isolation_after: Duration,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     peers: &'a BTreeMap<SiteId, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    webhooks: Vec<Webhook<'a>>,
+}
+
+#[derive(Serialize)]
+struct Webhook<'a> {
+    name: &'a str,
+    url: &'a str,
+    events: &'a [EventKind],
 }
 
 #[derive(Serialize)]
@@ -111,6 +121,11 @@ impl SiteConfig {
                 max_clock_skew: self.max_clock_skew,
                 isolation_after: self.isolation_after,
                 peers: &self.peers,
+                webhooks: self
+                    .webhooks
+                    .iter()
+                    .map(|h| Webhook { name: &h.name, url: &h.url, events: &h.events })
+                    .collect(),
             },
             authority: Authority {
                 level: self.level,

@@ -14,6 +14,7 @@ use crate::Duration;
 use crate::error::{Complaint, ConfigError, reword};
 use crate::file::{RawAuthority, RawAuthoritySync, RawFile, RawSite, RawSyncStrategy};
 use crate::locate::{FieldPath, Seg, Target, locate};
+use crate::webhook::{DEFAULT_WEBHOOK_EVENTS, EventKind, WebhookConfig, webhook_url};
 
 /// `Site.listen` when the file does not say.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7400);
@@ -208,6 +209,8 @@ pub struct SiteConfig {
     pub upstream: Option<UpstreamLink>,
     pub downstream: DownstreamLinks,
     pub conflicts: ConflictPolicy,
+    /// `Site.webhooks`: where events are POSTed, in file order; empty when none.
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 impl SiteConfig {
@@ -331,6 +334,13 @@ impl SiteConfig {
             on(self.conflicts.versioning),
             on(self.conflicts.audit_log)
         ));
+        if self.webhooks.is_empty() {
+            lines.push("webhooks: none".to_owned());
+        }
+        for hook in &self.webhooks {
+            let events: Vec<&str> = hook.events.iter().map(|k| k.as_str()).collect();
+            lines.push(format!("webhook {} to {} ({})", hook.name, hook.url, events.join(", ")));
+        }
         lines
     }
 }
@@ -553,6 +563,8 @@ impl<'a> Doc<'a> {
             },
         };
 
+        let webhooks = self.webhooks(&site)?;
+
         Ok(SiteConfig {
             source: Some(self.file.to_owned()),
             site_id,
@@ -569,7 +581,81 @@ impl<'a> Doc<'a> {
             upstream,
             downstream,
             conflicts,
+            webhooks,
         })
+    }
+
+    /// `Site.webhooks`: label-like unique names, http(s) URLs, known event kinds listed once.
+    fn webhooks(&self, site: &RawSite) -> Result<Vec<WebhookConfig>, ConfigError> {
+        let mut hooks: Vec<WebhookConfig> = Vec::new();
+        for (i, raw) in site.webhooks.iter().flatten().enumerate() {
+            let path = |field: &str| FieldPath::keys(&["Site", "webhooks"]).index(i).key(field);
+            if let Some(problem) = label_problem(&raw.name) {
+                return Err(self.error(
+                    &path("name"),
+                    Target::Value,
+                    format!(
+                        "`{}` is not a webhook name: {problem}; use lowercase letters, digits and `-`, starting and ending with a letter or digit, such as `ops-pager`",
+                        raw.name
+                    ),
+                ));
+            }
+            if let Some(first) = hooks.iter().position(|h| h.name == raw.name) {
+                let line = locate(
+                    self.text,
+                    &self.prefix.join(&FieldPath::keys(&["Site", "webhooks"]).index(first).key("name")),
+                    Target::Key,
+                )
+                .line;
+                return Err(self.error(
+                    &path("name"),
+                    Target::Value,
+                    format!(
+                        "`{}` is also the name of the webhook on line {line}; each webhook needs its own name",
+                        raw.name
+                    ),
+                ));
+            }
+            let Some(url) = webhook_url(&raw.url) else {
+                return Err(self.error(
+                    &path("url"),
+                    Target::Value,
+                    format!(
+                        "`{}` is not an http(s) URL; write where to POST events, such as `https://hooks.example.com/souverix`",
+                        raw.url
+                    ),
+                ));
+            };
+            let events = match &raw.events {
+                None => DEFAULT_WEBHOOK_EVENTS.to_vec(),
+                Some(list) if list.is_empty() => {
+                    let all: Vec<String> = EventKind::ALL.iter().map(|k| format!("`{k}`")).collect();
+                    return Err(self.error(
+                        &path("events"),
+                        Target::Value,
+                        format!(
+                            "lists no events, so the webhook would never be called; list some of {}, or remove `events` for `conflict` and `refusal`",
+                            all.join(", ")
+                        ),
+                    ));
+                }
+                Some(list) => {
+                    let mut seen = BTreeSet::new();
+                    for (j, kind) in list.iter().enumerate() {
+                        if !seen.insert(*kind) {
+                            return Err(self.error(
+                                &path("events").index(j),
+                                Target::Value,
+                                format!("`{kind}` is listed twice; remove one"),
+                            ));
+                        }
+                    }
+                    seen.into_iter().collect()
+                }
+            };
+            hooks.push(WebhookConfig { name: raw.name.clone(), url, events });
+        }
+        Ok(hooks)
     }
 
     /// `Site.id`, else `Authority.master`; both must agree.

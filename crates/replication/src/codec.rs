@@ -5,7 +5,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use model::{ContentHash, Hlc, Level, ObjectKey, ObjectName, Scope, SiteId, Version, VersionVector};
+use model::{
+    ContentHash, Hlc, Level, ObjectKey, ObjectName, Scope, SiteCard, SiteId, Version, VersionVector,
+};
 use serde::{Deserialize, Serialize};
 use store::RemoteVersion;
 
@@ -16,6 +18,8 @@ const ZSTD_LEVEL: i32 = 3;
 pub const MAX_DECODED_BYTES: usize = 64 * 1024 * 1024;
 /// The most versions one batch may carry.
 pub const MAX_VERSIONS: usize = 10_000;
+/// The most site cards one hello may carry.
+pub const MAX_SITES: usize = 100_000;
 
 /// What a site says about itself in every batch and acknowledgement, so the two ends of a link
 /// learn which scopes each holds.
@@ -27,6 +31,10 @@ pub struct Hello {
     /// To a parent: the scopes of the sender's subtree. To a child: the scopes of the sender and
     /// its ancestors.
     pub scopes: BTreeSet<Scope>,
+    /// The sender's site directory: to a parent, the cards of its subtree; to a child, every
+    /// card it knows. Authority checks on apply read it.
+    #[serde(default)]
+    pub sites: Vec<SiteCard>,
 }
 
 /// One batch of versions from one site to a neighbour.
@@ -76,6 +84,7 @@ struct WireHello {
     scope: String,
     level: u8,
     scopes: Vec<String>,
+    sites: Vec<SiteCard>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -124,6 +133,7 @@ pub fn encode(batch: &Batch) -> Vec<u8> {
             scope: batch.hello.scope.to_string(),
             level: level_code(batch.hello.level),
             scopes: batch.hello.scopes.iter().map(ToString::to_string).collect(),
+            sites: batch.hello.sites.clone(),
         },
         up_to: batch.up_to,
         repair: batch.repair,
@@ -178,7 +188,14 @@ pub fn decode(bytes: &[u8]) -> Result<Batch, DecodeError> {
         scope: scope("hello.scope", &wire.hello.scope)?,
         level: level_from(wire.hello.level)?,
         scopes: wire.hello.scopes.iter().map(|s| scope("hello.scopes", s)).collect::<Result<_, _>>()?,
+        sites: wire.hello.sites,
     };
+    if hello.sites.len() > MAX_SITES {
+        return Err(DecodeError::Malformed(format!(
+            "the hello lists {} sites; the limit is {MAX_SITES}",
+            hello.sites.len()
+        )));
+    }
     let mut versions = Vec::with_capacity(wire.versions.len());
     for (index, w) in wire.versions.into_iter().enumerate() {
         versions.push(version_from_wire(w).map_err(|reason| DecodeError::BadVersion { index, reason })?);
@@ -254,6 +271,17 @@ mod tests {
                 scope: Scope::new("global").unwrap(),
                 level: Level::Global,
                 scopes: BTreeSet::from([Scope::new("global").unwrap()]),
+                sites: vec![SiteCard {
+                    id: SiteId::new("global-control").unwrap(),
+                    scope: Scope::new("global").unwrap(),
+                    parent: None,
+                    level: Level::Global,
+                    autonomy: model::Autonomy::Full,
+                    can_operate_isolated: true,
+                    can_modify_policies: true,
+                    can_deploy_versions: true,
+                    strategy: model::Strategy::LastWriteWins,
+                }],
             },
             up_to: 42,
             repair: false,

@@ -25,9 +25,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use config::SyncMode;
-use model::{Clock, Level, ObjectKey, Scope, SiteId, format_rfc3339_millis};
+use model::{
+    Clock, Directory, Kind, Level, ObjectKey, Refusal, Rule, Scope, SiteCard, SiteId, Strategy,
+    format_rfc3339_millis,
+};
 use serde::{Deserialize, Serialize};
-use store::{ApplyError, LinkQuery, LinkRecord, RemoteVersion, Store, StoreError};
+use store::{
+    ApplyError, AuditRecord, ConflictPolicy, LinkQuery, LinkRecord, NewEvent, RemoteVersion, Store,
+    StoreError,
+};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -50,6 +56,8 @@ const MAX_DIGEST_ENTRIES: usize = 20_000;
 const HEARTBEAT_CAP: Duration = Duration::from_secs(10);
 /// How long `sync now` waits for every link's round.
 const SYNC_NOW_DEADLINE: Duration = Duration::from_secs(30);
+/// How often link states are checked for changes to announce.
+const STATE_WATCH_PERIOD: Duration = Duration::from_millis(250);
 
 /// How a site syncs.
 #[derive(Debug, Clone)]
@@ -60,6 +68,10 @@ pub struct EngineConfig {
     pub isolation_after: Duration,
     pub links: Vec<LinkConfig>,
     pub backoff: Backoff,
+    /// This site's card in the federation's directory (its authority and conflict strategy).
+    pub card: SiteCard,
+    /// `conflict_resolution.audit_log`: audit every conflict resolution.
+    pub audit_conflicts: bool,
 }
 
 /// The answer to a batch.
@@ -186,6 +198,9 @@ struct LinkMem {
     failures: u32,
     last_error: Option<String>,
     last_digest_ms: u64,
+    /// The state last announced (as an event), without debt: connected, disconnected or
+    /// isolated.
+    announced: Option<LinkState>,
     sent_versions: u64,
     sent_bytes: u64,
     received_versions: u64,
@@ -254,6 +269,7 @@ impl SyncEngine {
                         peer_scopes: BTreeSet::new(),
                         last_sync_ms: None,
                         signal: Signal::Up.as_str().to_owned(),
+                        peer_sites: Vec::new(),
                     },
                 )
             };
@@ -265,6 +281,7 @@ impl SyncEngine {
                 failures: 0,
                 last_error: None,
                 last_digest_ms: 0,
+                announced: None,
                 sent_versions: 0,
                 sent_bytes: 0,
                 received_versions: 0,
@@ -294,6 +311,9 @@ impl SyncEngine {
             let stop = inner.shutdown.subscribe();
             tasks.push(tokio::spawn(async move { task_inner.run_link(task_link, stop).await }));
         }
+        let watcher = inner.clone();
+        let stop = inner.shutdown.subscribe();
+        tasks.push(tokio::spawn(async move { watcher.watch_states(stop).await }));
         *lock(&inner.tasks) = tasks;
         Ok(SyncEngine { inner })
     }
@@ -321,6 +341,30 @@ impl SyncEngine {
     /// descendant's. The global site (the root) holds every scope.
     pub fn holds(&self, scope: &Scope) -> bool {
         self.inner.holds(scope)
+    }
+
+    /// Checks a write made at this site against the authority rules: the scope must be held,
+    /// and this site's relation to the scope's own site, its autonomy flags and whether it is
+    /// isolated right now must allow it.
+    pub fn authorize_local(&self, key: &ObjectKey) -> Result<(), Refusal> {
+        self.inner.authorize_local(key)
+    }
+
+    /// Whether the upstream link has been down longer than the isolation threshold.
+    pub fn is_isolated(&self) -> bool {
+        self.inner.is_isolated(self.inner.clock.now_ms())
+    }
+
+    /// The site directory as this site knows it.
+    pub fn directory(&self) -> Directory {
+        self.inner.directory()
+    }
+
+    /// Records a refused write: an audit entry and a `refusal` event.
+    pub async fn record_refusal(&self, actor: &str, key: &ObjectKey, refusal: &Refusal, context: &str) {
+        self.inner
+            .record_refusals(vec![(actor.to_owned(), key.clone(), None, refusal.clone(), context.to_owned())])
+            .await;
     }
 
     /// The scopes this site knows it holds.
@@ -460,11 +504,210 @@ impl Inner {
     }
 
     fn hello_for(&self, link: &LinkRuntime) -> Hello {
-        let scopes = match link.cfg.direction {
-            Direction::Upstream => self.subtree(),
-            Direction::Downstream => self.ancestry(),
+        let (scopes, sites) = match link.cfg.direction {
+            Direction::Upstream => (self.subtree(), self.subtree_cards()),
+            Direction::Downstream => (self.ancestry(), self.directory().cards().cloned().collect()),
         };
-        Hello { site: self.cfg.site.clone(), scope: self.cfg.scope.clone(), level: self.cfg.level, scopes }
+        Hello {
+            site: self.cfg.site.clone(),
+            scope: self.cfg.scope.clone(),
+            level: self.cfg.level,
+            scopes,
+            sites,
+        }
+    }
+
+    /// Cards of this site and every site below it.
+    fn subtree_cards(&self) -> Vec<SiteCard> {
+        let mut directory = Directory::new();
+        for link in self.links.values().filter(|l| l.cfg.direction == Direction::Downstream) {
+            for card in &lock(&link.mem).record.peer_sites {
+                directory.insert(card.clone());
+            }
+        }
+        directory.insert(self.cfg.card.clone());
+        directory.cards().cloned().collect()
+    }
+
+    /// Every site this site knows: its children's subtrees, then what its parent said (which
+    /// wins for sites both name), then its own card.
+    fn directory(&self) -> Directory {
+        let mut directory = Directory::new();
+        for direction in [Direction::Downstream, Direction::Upstream] {
+            for link in self.links.values().filter(|l| l.cfg.direction == direction) {
+                for card in &lock(&link.mem).record.peer_sites {
+                    directory.insert(card.clone());
+                }
+            }
+        }
+        directory.insert(self.cfg.card.clone());
+        directory
+    }
+
+    fn is_isolated(&self, now: u64) -> bool {
+        self.upstream().is_some_and(|up| self.quick_state(up, now) == LinkState::Isolated)
+    }
+
+    /// A link's state from what is in memory (no debt, so never `lagging`).
+    fn quick_state(&self, link: &LinkRuntime, now: u64) -> LinkState {
+        let mem = lock(&link.mem);
+        evaluate(StateInputs {
+            now_ms: now,
+            signal: mem.signal(),
+            down_since_ms: if link.cfg.url.is_none() { None } else { mem.down_since_ms },
+            ever_reached: mem.ever_reached,
+            oldest_pending_ms: None,
+            direction: link.cfg.direction,
+            lag_tolerance: link.cfg.lag_tolerance(),
+            isolation_after: self.cfg.isolation_after,
+        })
+    }
+
+    fn authorize_local(&self, key: &ObjectKey) -> Result<(), Refusal> {
+        let site = &self.cfg.site;
+        if !self.holds(&key.scope) {
+            let mut all = self.ancestry();
+            all.extend(self.subtree());
+            let held: Vec<String> = all.iter().map(|s| format!("`{s}`")).collect();
+            return Err(Refusal {
+                rule: Rule::NotInLineage,
+                detail: format!(
+                    "site `{site}` does not hold scope `{}`: a site holds only its own scope, its ancestors' and its descendants' ({}); write the object at a site that holds it",
+                    key.scope,
+                    held.join(", ")
+                ),
+            });
+        }
+        let directory = self.directory();
+        let isolated = self.is_isolated(self.clock.now_ms());
+        if directory.owner_of(&key.scope).is_none() {
+            // Only the root holds scopes nobody has announced (they are all its descendants'):
+            // it writes them as an ancestor, so only its own flags apply.
+            let card = &self.cfg.card;
+            if isolated && !card.can_operate_isolated {
+                return Err(Refusal {
+                    rule: Rule::OperateIsolated,
+                    detail: format!(
+                        "site `{site}` is isolated and its authority has `can_operate_isolated: false`"
+                    ),
+                });
+            }
+            if matches!(key.kind, Kind::Release | Kind::Rollout) && !card.can_deploy_versions {
+                return Err(Refusal {
+                    rule: Rule::DeployVersions,
+                    detail: format!(
+                        "site `{site}` may not write {} objects: its authority has `can_deploy_versions: false`",
+                        key.kind
+                    ),
+                });
+            }
+            return Ok(());
+        }
+        directory.check_write(site, &key.scope, key.kind, Some(isolated))
+    }
+
+    /// Audits refused versions or writes and announces them as `refusal` events.
+    async fn record_refusals(
+        &self,
+        refusals: Vec<(String, ObjectKey, Option<model::VersionId>, Refusal, String)>,
+    ) {
+        if refusals.is_empty() {
+            return;
+        }
+        let now = self.clock.now_ms();
+        let site = self.cfg.site.clone();
+        let result = blocking(&self.store, move |s| {
+            for (actor, key, version, refusal, context) in refusals {
+                s.append_audit(AuditRecord {
+                    at_ms: now,
+                    actor: actor.clone(),
+                    action: "write".into(),
+                    key: Some(key.clone()),
+                    version: version.clone(),
+                    outcome: "refused".into(),
+                    detail: format!("rule {}: {}{context}", refusal.rule.as_str(), refusal.detail),
+                })?;
+                s.append_event(NewEvent {
+                    at_ms: now,
+                    kind: "refusal".into(),
+                    object: Some(key),
+                    data: serde_json::json!({
+                        "site": site.as_str(),
+                        "actor": actor,
+                        "version": version.map(|v| v.to_string()),
+                        "rule": refusal.rule.as_str(),
+                        "detail": refusal.detail,
+                        "context": context,
+                    }),
+                })?;
+            }
+            Ok::<(), StoreError>(())
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "could not record a refusal"),
+            Err(e) => warn!(error = %e, "could not record a refusal"),
+        }
+    }
+
+    /// Announces link state changes (entering and leaving autonomous mode included) as `link`
+    /// events, checking a few times a second.
+    async fn watch_states(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = stop.changed() => {}
+                () = tokio::time::sleep(STATE_WATCH_PERIOD) => {}
+            }
+            if *stop.borrow() {
+                break;
+            }
+            let now = self.clock.now_ms();
+            let mut changes = Vec::new();
+            for link in self.links.values() {
+                let state = self.quick_state(link, now);
+                let previous = {
+                    let mut mem = lock(&link.mem);
+                    let previous = mem.announced;
+                    if previous == Some(state) {
+                        continue;
+                    }
+                    mem.announced = Some(state);
+                    previous
+                };
+                if link.cfg.direction == Direction::Upstream {
+                    if state == LinkState::Isolated {
+                        warn!(upstream = %link.cfg.peer, "entering autonomous mode: the upstream link has been down longer than the isolation threshold");
+                    } else if previous == Some(LinkState::Isolated) {
+                        info!(upstream = %link.cfg.peer, "leaving autonomous mode: the upstream link is back");
+                    }
+                }
+                changes.push(NewEvent {
+                    at_ms: now,
+                    kind: "link".into(),
+                    object: None,
+                    data: serde_json::json!({
+                        "site": self.cfg.site.as_str(),
+                        "peer": link.cfg.peer.as_str(),
+                        "direction": link.cfg.direction,
+                        "state": state,
+                        "previous": previous,
+                    }),
+                });
+            }
+            if changes.is_empty() {
+                continue;
+            }
+            let result = blocking(&self.store, move |s| {
+                changes.into_iter().try_for_each(|e| s.append_event(e).map(|_| ()))
+            })
+            .await;
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(error = %e, "could not record link state events"),
+                Err(e) => warn!(error = %e, "could not record link state events"),
+            }
+        }
     }
 
     /// The scopes a link carries: towards the parent, everything (the parent holds all this
@@ -645,19 +888,37 @@ impl Inner {
                 ack.hello.site, link.cfg.peer
             ));
         }
-        self.learn(link, ack.hello.scopes.clone()).await;
+        self.learn(link, &ack.hello).await;
         lock(&link.mem).sent_bytes += size;
         Ok(ack)
     }
 
-    /// Records the scopes a neighbour says it holds, durably when they changed.
-    async fn learn(&self, link: &LinkRuntime, scopes: BTreeSet<Scope>) {
+    /// Records what a neighbour says it holds and knows, durably when it changed. A child may
+    /// not describe this site or its ancestors, nor a parent this site: such cards are dropped.
+    async fn learn(&self, link: &LinkRuntime, hello: &Hello) {
+        let ancestry_ids: BTreeSet<SiteId> = match link.cfg.direction {
+            Direction::Downstream => {
+                let mut ids: BTreeSet<SiteId> =
+                    self.directory().ancestors(&self.cfg.site).into_iter().collect();
+                ids.insert(self.cfg.site.clone());
+                ids
+            }
+            Direction::Upstream => BTreeSet::from([self.cfg.site.clone()]),
+        };
+        let sites: Vec<SiteCard> = if hello.sites.is_empty() {
+            // A hello without a directory (every real one carries at least the sender's card)
+            // leaves what was learned before.
+            lock(&link.mem).record.peer_sites.clone()
+        } else {
+            hello.sites.iter().filter(|c| !ancestry_ids.contains(&c.id)).cloned().collect()
+        };
         let record = {
             let mut mem = lock(&link.mem);
-            if mem.record.peer_scopes == scopes {
+            if mem.record.peer_scopes == hello.scopes && mem.record.peer_sites == sites {
                 return;
             }
-            mem.record.peer_scopes = scopes;
+            mem.record.peer_scopes = hello.scopes.clone();
+            mem.record.peer_sites = sites;
             mem.record.clone()
         };
         match blocking(&self.store, move |s| s.save_link(&record)).await {
@@ -737,18 +998,42 @@ impl Inner {
         if lock(&link.mem).signal() == Signal::Down {
             return Err(ReceiveError::LinkDown { peer: batch.from });
         }
-        self.learn(&link, batch.hello.scopes.clone()).await;
+        self.learn(&link, &batch.hello).await;
         let (held, refused): (Vec<RemoteVersion>, Vec<RemoteVersion>) =
             batch.versions.into_iter().partition(|v| self.holds(&v.key.scope));
         if !refused.is_empty() {
             warn!(peer = %batch.from, count = refused.len(), first = %refused[0].key, "dropped versions of scopes this site does not hold");
         }
+        // Authority on apply: the origin of each version must have been allowed to write it.
+        let directory = self.directory();
+        let mut forbidden = Vec::new();
+        let mut allowed = Vec::with_capacity(held.len());
+        for v in held {
+            match directory.check_write(&v.version.origin, &v.key.scope, v.key.kind, None) {
+                Ok(()) => allowed.push(v),
+                Err(refusal) => forbidden.push((
+                    v.version.origin.to_string(),
+                    v.key.clone(),
+                    Some(v.version.id()),
+                    refusal,
+                    format!(" (version received from `{}`)", batch.from),
+                )),
+            }
+        }
+        let refused_count = refused.len() + forbidden.len();
+        if !forbidden.is_empty() {
+            warn!(peer = %batch.from, count = forbidden.len(), first = %forbidden[0].1, "refused versions whose origin had no authority to write them");
+            self.record_refusals(forbidden).await;
+        }
+        let held = allowed;
+        let policy =
+            DirectoryPolicy { directory, own: self.cfg.card.strategy, audit: self.cfg.audit_conflicts };
         let from = batch.from.clone();
         let now = self.clock.now_ms();
         let report = if held.is_empty() {
             store::ApplyReport::default()
         } else {
-            match blocking(&self.store, move |s| s.apply_remote(&from, &held, now))
+            match blocking(&self.store, move |s| s.apply_remote(&from, &held, now, &policy))
                 .await
                 .map_err(ReceiveError::Internal)?
             {
@@ -773,7 +1058,7 @@ impl Inner {
         Ok(Ack {
             applied: report.applied,
             duplicates: report.duplicates,
-            refused: refused.len(),
+            refused: refused_count,
             ack: batch.up_to,
             hello: self.hello_for(&link),
         })
@@ -865,6 +1150,28 @@ impl Inner {
             repaired_versions: mem.repaired,
             peer_scopes: mem.record.peer_scopes.iter().map(ToString::to_string).collect(),
         }
+    }
+}
+
+/// Conflict decisions from the site directory: the strategy of the object's scope's own site
+/// (so every site decides an object alike), ranks from the origins' levels.
+struct DirectoryPolicy {
+    directory: Directory,
+    own: Strategy,
+    audit: bool,
+}
+
+impl ConflictPolicy for DirectoryPolicy {
+    fn strategy(&self, key: &ObjectKey) -> Strategy {
+        self.directory.owner_of(&key.scope).map(|c| c.strategy).unwrap_or(self.own)
+    }
+
+    fn rank(&self, origin: &SiteId) -> u8 {
+        self.directory.get(origin).map(|c| c.level.rank()).unwrap_or(0)
+    }
+
+    fn audit(&self) -> bool {
+        self.audit
     }
 }
 

@@ -37,6 +37,9 @@ pub fn routes(state: AppState) -> Router {
         .route("/v1/objects/{kind}/{scope}/{name}/history", get(history))
         .route("/v1/audit", get(audit))
         .merge(crate::sync_api::routes())
+        .merge(crate::conflicts_api::routes())
+        .merge(crate::events_api::routes())
+        .merge(crate::webhooks::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -71,7 +74,11 @@ async fn method_not_allowed(request: Request) -> ApiError {
 
 /// Runs a store operation on a blocking thread and records its latency. The outer error is
 /// a failure of the blocking task itself.
-async fn on_store<T, E, F>(state: &AppState, operation: &'static str, f: F) -> Result<Result<T, E>, ApiError>
+pub(crate) async fn on_store<T, E, F>(
+    state: &AppState,
+    operation: &'static str,
+    f: F,
+) -> Result<Result<T, E>, ApiError>
 where
     F: FnOnce(&dyn store::Store) -> Result<T, E> + Send + 'static,
     T: Send + 'static,
@@ -88,7 +95,7 @@ where
 }
 
 /// A store read: any failure is internal.
-async fn blocking<T, F>(state: &AppState, operation: &'static str, f: F) -> Result<T, ApiError>
+pub(crate) async fn blocking<T, F>(state: &AppState, operation: &'static str, f: F) -> Result<T, ApiError>
 where
     F: FnOnce(&dyn store::Store) -> Result<T, store::StoreError> + Send + 'static,
     T: Send + 'static,
@@ -96,7 +103,7 @@ where
     on_store(state, operation, f).await?.map_err(|err| store_failure(operation, &err))
 }
 
-fn store_failure(operation: &str, err: &dyn std::error::Error) -> ApiError {
+pub(crate) fn store_failure(operation: &str, err: &dyn std::error::Error) -> ApiError {
     tracing::error!(operation, error = %err, source = ?err.source(), "store operation failed");
     ApiError::internal()
 }
@@ -107,7 +114,7 @@ fn parse_key(path: Result<Path<(String, String, String)>, PathRejection>) -> Res
     ObjectKey::parse(&kind, &scope, &name).map_err(|e| ApiError::bad_request("bad-path", e.to_string()))
 }
 
-fn author(headers: &HeaderMap) -> Result<String, ApiError> {
+pub(crate) fn author(headers: &HeaderMap) -> Result<String, ApiError> {
     let Some(value) = headers.get(AUTHOR_HEADER) else {
         return Ok("anonymous".to_owned());
     };
@@ -157,7 +164,7 @@ fn etag(object: &StoredObject) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("\"\""))
 }
 
-fn document_response(status: StatusCode, object: &StoredObject) -> Response {
+pub(crate) fn document_response(status: StatusCode, object: &StoredObject) -> Response {
     let mut response = (status, Json(object.to_document())).into_response();
     response.headers_mut().insert(header::ETAG, etag(object));
     response
@@ -180,25 +187,21 @@ fn write_error(state: &AppState, key: &ObjectKey, err: WriteError) -> ApiError {
     }
 }
 
-/// Refuses a write to a scope this site does not hold (a sibling's, or one it has not heard of).
-fn check_held(state: &AppState, key: &ObjectKey) -> Result<(), ApiError> {
-    if state.engine.holds(&key.scope) {
+/// Refuses a write the authority rules forbid at this site (a scope it does not hold, an
+/// override its autonomy does not allow, a release it may not deploy): 403 naming the rule and
+/// the site's authority, an audit entry and a `refusal` event.
+async fn authorize(state: &AppState, write: &LocalWrite) -> Result<(), ApiError> {
+    let Err(refusal) = state.engine.authorize_local(&write.key) else {
         return Ok(());
-    }
-    let held: Vec<String> = state.engine.held_scopes().iter().map(|s| format!("`{s}`")).collect();
-    Err(ApiError::forbidden(
-        "scope-not-held",
-        format!(
-            "site `{}` does not hold scope `{}`: a site holds only its own scope, its ancestors' and its descendants' ({}); write the object at a site that holds it",
-            state.site.id,
-            key.scope,
-            held.join(", ")
-        ),
-    ))
+    };
+    state.metrics.write(write.key.kind.as_str(), "refused");
+    state.engine.record_refusal(&write.author, &write.key, &refusal, "").await;
+    Err(ApiError::forbidden("authority", format!("{} (rule `{}`)", refusal.detail, refusal.rule.as_str())))
 }
 
-async fn commit(state: &AppState, write: LocalWrite) -> Result<Committed, ApiError> {
-    check_held(state, &write.key)?;
+/// Authorizes and commits a write made at this site, then wakes the streaming links.
+pub(crate) async fn commit(state: &AppState, write: LocalWrite) -> Result<Committed, ApiError> {
+    authorize(state, &write).await?;
     let key = write.key.clone();
     match on_store(state, "write", move |s| s.write(write)).await? {
         Ok(committed) => {
@@ -353,7 +356,7 @@ pub struct ObjectPage {
     pub next: Option<String>,
 }
 
-fn page_size(limit: Option<usize>) -> Result<usize, ApiError> {
+pub(crate) fn page_size(limit: Option<usize>) -> Result<usize, ApiError> {
     match limit {
         None => Ok(DEFAULT_PAGE),
         Some(n) if (1..=store::MAX_PAGE).contains(&n) => Ok(n),

@@ -1,7 +1,8 @@
 //! One site's HTTP API: object documents under `/v1/objects`, their history, the audit log,
-//! the sync endpoints (`/v1/sync/...`, `/v1/links/{peer}/signal`), `/healthz`, Prometheus
-//! `/metrics` and the OpenAPI document, over axum; and [`RunningSite`], a whole site (store, sync
-//! engine, server) started from its configuration.
+//! the sync endpoints (`/v1/sync/...`, `/v1/links/{peer}/signal`), conflicts (`/v1/conflicts`),
+//! the event stream (`/v1/events`), webhook deliveries, `/healthz`, Prometheus `/metrics` and
+//! the OpenAPI document, over axum; and [`RunningSite`], a whole site (store, sync engine,
+//! webhooks, server) started from its configuration.
 //!
 //! [`router`] builds the routes over an [`AppState`]; [`run`] serves them on a listener until
 //! a shutdown future completes, then drains in-flight requests. The store is reached only
@@ -11,11 +12,14 @@
 mod api;
 mod body;
 pub mod clock;
+mod conflicts_api;
+mod events_api;
 mod metrics;
 mod openapi;
 mod problem;
 pub mod site;
 mod sync_api;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,13 +27,17 @@ use std::sync::Arc;
 use model::{Level, Scope, SiteId};
 use replication::SyncEngine;
 use store::Store;
+use tokio::sync::watch;
 
 pub use api::{AuditItem, AuditPage, HistoryItem, HistoryPage, ObjectPage, SiteDocument};
 pub use clock::{Clock, SystemClock};
+pub use conflicts_api::{ConflictDetail, ConflictItem, ConflictPage, ConflictSideItem, Resolution};
+pub use events_api::EventItem;
 pub use metrics::Metrics;
 pub use openapi::openapi_document;
 pub use problem::{ApiError, Problem};
 pub use site::{RunningSite, SiteError};
+pub use webhooks::{DeliveryItem, DeliveryPage};
 
 /// The largest request body a site accepts unless configured otherwise.
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
@@ -51,6 +59,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub max_body: usize,
     pub engine: SyncEngine,
+    /// Set to true when the site stops serving: long-lived responses (event streams) end, so
+    /// graceful shutdown does not wait on them.
+    pub shutdown: Arc<watch::Sender<bool>>,
 }
 
 impl AppState {
@@ -62,6 +73,7 @@ impl AppState {
             metrics: Arc::new(Metrics::new()),
             max_body: DEFAULT_MAX_BODY,
             engine,
+            shutdown: Arc::new(watch::channel(false).0),
         }
     }
 }
@@ -71,16 +83,21 @@ pub fn router(state: AppState) -> axum::Router {
     api::routes(state)
 }
 
-/// Serves the site on `listener` until `shutdown` completes, then finishes the requests in
-/// flight and returns.
+/// Serves the site on `listener` until `shutdown` completes, then ends the event streams,
+/// finishes the requests in flight and returns.
 pub async fn run(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let site = state.site.id.clone();
+    let signal = state.shutdown.clone();
     let app = router(state);
     tracing::info!(site = %site, addr = ?listener.local_addr().ok(), "serving");
+    let shutdown = async move {
+        shutdown.await;
+        signal.send_replace(true);
+    };
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
     tracing::info!(site = %site, "stopped");
     Ok(())

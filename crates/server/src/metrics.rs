@@ -1,4 +1,5 @@
-//! Prometheus metrics of a site: requests, writes, errors and store latency.
+//! Prometheus metrics of a site: requests, writes, errors, store latency, sync links, event
+//! streams and webhook deliveries.
 
 use std::time::Duration;
 
@@ -27,6 +28,8 @@ pub struct Metrics {
     link_last_sync_age_seconds: Family<Labels, Gauge<f64, AtomicU64>>,
     link_sent_versions: Family<Labels, Gauge>,
     link_sent_bytes: Family<Labels, Gauge>,
+    event_streams: Gauge,
+    webhook_deliveries: Family<Labels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -108,6 +111,14 @@ impl Metrics {
             "Encoded batch bytes sent to a peer since the site started, by peer",
             link_sent_bytes.clone(),
         );
+        let event_streams = Gauge::default();
+        registry.register("event_streams", "Open event streams (GET /v1/events)", event_streams.clone());
+        let webhook_deliveries = Family::<Labels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts, by webhook and outcome (delivered, failed, gave-up)",
+            webhook_deliveries.clone(),
+        );
         Self {
             registry,
             requests,
@@ -122,7 +133,26 @@ impl Metrics {
             link_last_sync_age_seconds,
             link_sent_versions,
             link_sent_bytes,
+            event_streams,
+            webhook_deliveries,
         }
+    }
+
+    pub fn event_stream_opened(&self) {
+        self.event_streams.inc();
+    }
+
+    pub fn event_stream_closed(&self) {
+        self.event_streams.dec();
+    }
+
+    pub fn webhook_delivery(&self, webhook: &str, outcome: &str) {
+        self.webhook_deliveries
+            .get_or_create(&vec![
+                ("webhook".into(), webhook.to_owned()),
+                ("outcome".into(), outcome.to_owned()),
+            ])
+            .inc();
     }
 
     pub fn request(&self, method: &str, status: u16) {

@@ -8,7 +8,7 @@ use crate::api;
 #[openapi(
     info(
         title = "Souverix Federation site API",
-        description = "One control plane site: versioned objects, their history and the audit log."
+        description = "One control plane site: versioned objects, their history, the audit log, sync, conflicts, events and webhook deliveries."
     ),
     paths(
         api::put_object,
@@ -21,6 +21,12 @@ use crate::api;
         crate::sync_api::status,
         crate::sync_api::sync_now,
         crate::sync_api::signal,
+        crate::conflicts_api::list_conflicts,
+        crate::conflicts_api::show_conflict,
+        crate::conflicts_api::acknowledge_conflict,
+        crate::conflicts_api::resolve_conflict,
+        crate::events_api::events,
+        crate::webhooks::deliveries,
     ),
     components(schemas(
         model::ObjectDocument,
@@ -33,6 +39,15 @@ use crate::api;
         api::AuditItem,
         api::SiteDocument,
         crate::sync_api::SignalBody,
+        crate::conflicts_api::ConflictItem,
+        crate::conflicts_api::ConflictSideItem,
+        crate::conflicts_api::ConflictPage,
+        crate::conflicts_api::ConflictDetail,
+        crate::conflicts_api::ResolveBody,
+        crate::conflicts_api::Resolution,
+        crate::events_api::EventItem,
+        crate::webhooks::DeliveryItem,
+        crate::webhooks::DeliveryPage,
     ))
 )]
 struct ApiDoc;

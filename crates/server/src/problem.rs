@@ -63,6 +63,12 @@ impl ApiError {
         )
     }
 
+    /// The request conflicts with the state of what it names (409), such as acknowledging a
+    /// conflict that is already resolved.
+    pub fn conflict(slug: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, slug, "Conflict", detail)
+    }
+
     pub fn forbidden(slug: &'static str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, slug, "Forbidden", detail)
     }

@@ -1,18 +1,19 @@
-//! A running site: its store, its sync engine and its HTTP server, started from a
-//! `SiteConfig` and stopped cleanly.
+//! A running site: its store, its sync engine, its webhooks and its HTTP server, started from
+//! a `SiteConfig` and stopped cleanly.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use config::SiteConfig;
-use model::{Clock, SiteId};
+use config::{ConflictStrategy, SiteConfig};
+use model::{Clock, SiteCard, SiteId, Strategy};
 use replication::backoff::Backoff;
 use replication::{Direction, EngineConfig, HttpTransport, LinkConfig, SyncEngine};
 use store::{SqliteStore, StoreError};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::webhooks::Webhooks;
 use crate::{AppState, SiteInfo};
 
 /// Why a site could not start or stopped with an error.
@@ -26,6 +27,8 @@ pub enum SiteError {
     Serve(#[from] std::io::Error),
     #[error("a site task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Webhooks(#[from] crate::webhooks::WebhookError),
 }
 
 /// The store file of a site inside its data directory.
@@ -64,6 +67,27 @@ pub fn engine_config(config: &SiteConfig) -> EngineConfig {
         isolation_after: config.isolation_after.as_std(),
         links,
         backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(30)),
+        card: site_card(config),
+        audit_conflicts: config.conflicts.audit_log,
+    }
+}
+
+/// This site's entry in the federation's directory.
+pub fn site_card(config: &SiteConfig) -> SiteCard {
+    SiteCard {
+        id: config.site_id().clone(),
+        scope: config.scope.clone(),
+        parent: config.upstream.as_ref().map(|u| u.target.clone()),
+        level: config.level,
+        autonomy: config.autonomy.mode,
+        can_operate_isolated: config.autonomy.can_operate_isolated,
+        can_modify_policies: config.autonomy.can_modify_policies,
+        can_deploy_versions: config.autonomy.can_deploy_versions,
+        strategy: match config.conflicts.strategy {
+            ConflictStrategy::LastWriteWins => Strategy::LastWriteWins,
+            ConflictStrategy::AuthorityWins => Strategy::AuthorityWins,
+            ConflictStrategy::Manual => Strategy::Manual,
+        },
     }
 }
 
@@ -76,10 +100,12 @@ pub struct RunningSite {
     pub engine: SyncEngine,
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::io::Result<()>>,
+    webhooks: Webhooks,
 }
 
 impl RunningSite {
-    /// Opens the site's store, starts its sync engine and serves its API on `listener`.
+    /// Opens the site's store, starts its sync engine and its webhooks, and serves its API on
+    /// `listener`.
     pub async fn start(
         config: &SiteConfig,
         data_dir: &Path,
@@ -102,21 +128,34 @@ impl RunningSite {
         let url = format!("http://{}", listener.local_addr()?);
         let info = SiteInfo { id: id.clone(), scope: config.scope.clone(), level: config.level };
         let mut state = AppState::new(info, store.clone(), engine.clone());
-        state.clock = clock;
+        state.clock = clock.clone();
+        let webhooks =
+            match Webhooks::start(id.clone(), &config.webhooks, store.clone(), clock, state.metrics.clone())
+                .await
+            {
+                Ok(webhooks) => webhooks,
+                Err(err) => {
+                    engine.shutdown().await;
+                    return Err(err.into());
+                }
+            };
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(crate::run(listener, state, async {
             let _ = stopped.await;
         }));
-        Ok(RunningSite { id, url, store_path: path, store, engine, stop: Some(stop), server })
+        Ok(RunningSite { id, url, store_path: path, store, engine, stop: Some(stop), server, webhooks })
     }
 
-    /// Stops serving (finishing requests in flight), then stops the sync engine.
+    /// Stops serving (ending event streams, finishing requests in flight), then stops the
+    /// webhooks and the sync engine.
     pub async fn stop(mut self) -> Result<(), SiteError> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let served = (&mut self.server).await.map_err(|e| SiteError::Task(e.to_string()))?;
+        let served = (&mut self.server).await.map_err(|e| SiteError::Task(e.to_string()));
+        self.webhooks.stop().await;
         self.engine.shutdown().await;
+        let served = served?;
         served?;
         Ok(())
     }

@@ -14,9 +14,12 @@
 //! Each case starts with [`Harness::reset`], so cases are independent and run in any order.
 //! The replication cases (applying peers' versions, link batches, debt, digests, link records)
 //! build remote versions as a peer would have stamped them; they assume the harness's maximum
-//! clock skew is between a second and a day. [`model_based`] runs random sequences of writes,
-//! deletes, versions from peers and restarts against a `BTreeMap` model, on a fresh store per
-//! generated sequence.
+//! clock skew is between a second and a day. The conflict cases (detection under each strategy,
+//! resolution, acknowledgement, the event log, webhook deliveries) use [`TestPolicy`] as the
+//! sync engine's conflict policy. [`model_based`] runs random sequences of writes, deletes,
+//! versions from peers and restarts against a `BTreeMap` model, on a fresh store per generated
+//! sequence; [`conflicts_converge_whatever_the_interleaving`] delivers generated concurrent
+//! histories in random interleavings to fresh stores and compares what they end with.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -31,7 +34,9 @@ use crate::{
     AuditRecord, Committed, ListFilter, LocalWrite, MAX_PAGE, Precondition, SqliteStore, Store, WriteError,
 };
 
+mod conflicts;
 mod replication;
+pub use conflicts::*;
 pub use replication::*;
 
 /// What a backend provides to run the suite.
@@ -108,7 +113,8 @@ impl Harness for SqliteHarness {
 /// One case of the suite.
 pub type Case = fn(&mut dyn Harness);
 
-/// Every case of the suite, by name ([`model_based`] is separate: it is much longer).
+/// Every case of the suite, by name ([`model_based`] and
+/// [`conflicts_converge_whatever_the_interleaving`] are separate: they are much longer).
 pub const CASES: &[(&str, Case)] = &[
     ("put_then_get_returns_what_was_written", put_then_get_returns_what_was_written),
     ("update_bumps_the_version_and_keeps_created", update_bumps_the_version_and_keeps_created),
@@ -162,9 +168,35 @@ pub const CASES: &[(&str, Case)] = &[
     ("digest_entries_and_has_version", digest_entries_and_has_version),
     ("remote_tombstones_delete_and_recreate", remote_tombstones_delete_and_recreate),
     ("links_round_trip_across_reopen", links_round_trip_across_reopen),
+    (
+        "concurrent_versions_conflict_alike_in_either_order",
+        concurrent_versions_conflict_alike_in_either_order,
+    ),
+    (
+        "manual_keeps_the_last_write_candidate_with_an_open_conflict",
+        manual_keeps_the_last_write_candidate_with_an_open_conflict,
+    ),
+    (
+        "authority_wins_picks_the_higher_authority_even_when_older",
+        authority_wins_picks_the_higher_authority_even_when_older,
+    ),
+    (
+        "a_later_version_following_both_sides_resolves_an_open_conflict",
+        a_later_version_following_both_sides_resolves_an_open_conflict,
+    ),
+    (
+        "a_local_write_resolves_the_open_conflicts_of_its_object",
+        a_local_write_resolves_the_open_conflicts_of_its_object,
+    ),
+    ("acknowledge_marks_an_open_conflict_once", acknowledge_marks_an_open_conflict_once),
+    ("a_duplicate_delivery_records_nothing_twice", a_duplicate_delivery_records_nothing_twice),
+    ("events_log_in_order_and_page", events_log_in_order_and_page),
+    ("webhook_deliveries_and_cursors_round_trip", webhook_deliveries_and_cursors_round_trip),
+    ("link_peer_sites_round_trip_across_reopen", link_peer_sites_round_trip_across_reopen),
+    ("conflicts_list_newest_first_and_filter", conflicts_list_newest_first_and_filter),
 ];
 
-/// Runs every case of [`CASES`] in turn (not [`model_based`]).
+/// Runs every case of [`CASES`] in turn (not the property tests).
 pub fn run_all(h: &mut dyn Harness) {
     for (name, case) in CASES {
         eprintln!("store conformance: {name}");
@@ -172,7 +204,8 @@ pub fn run_all(h: &mut dyn Harness) {
     }
 }
 
-/// Expands to one `#[test]` per conformance case, plus `model_based`, each running against a
+/// Expands to one `#[test]` per conformance case, plus `model_based` and
+/// `conflicts_converge_whatever_the_interleaving`, each running against a
 /// harness made by evaluating `$harness` (an expression of a type implementing
 /// [`Harness`](crate::conformance::Harness)). Put it in its own module.
 #[macro_export]
@@ -210,12 +243,29 @@ macro_rules! conformance_tests {
             digest_entries_and_has_version,
             remote_tombstones_delete_and_recreate,
             links_round_trip_across_reopen,
+            concurrent_versions_conflict_alike_in_either_order,
+            manual_keeps_the_last_write_candidate_with_an_open_conflict,
+            authority_wins_picks_the_higher_authority_even_when_older,
+            a_later_version_following_both_sides_resolves_an_open_conflict,
+            a_local_write_resolves_the_open_conflicts_of_its_object,
+            acknowledge_marks_an_open_conflict_once,
+            a_duplicate_delivery_records_nothing_twice,
+            events_log_in_order_and_page,
+            webhook_deliveries_and_cursors_round_trip,
+            link_peer_sites_round_trip_across_reopen,
+            conflicts_list_newest_first_and_filter,
         ]);
 
         #[test]
         fn model_based() {
             let mut harness = $harness;
             $crate::conformance::model_based(&mut harness);
+        }
+
+        #[test]
+        fn conflicts_converge_whatever_the_interleaving() {
+            let mut harness = $harness;
+            $crate::conformance::conflicts_converge_whatever_the_interleaving(&mut harness);
         }
     };
     (@cases ($harness:expr) [$($case:ident),* $(,)?]) => {
@@ -1028,6 +1078,8 @@ struct ModelObject {
     context: model::VersionVector,
     /// Every version id, in the order the site accepted them.
     history: Vec<VersionId>,
+    /// Every version held, in the same order.
+    versions: Vec<model::Version>,
 }
 
 impl ModelObject {
@@ -1060,6 +1112,10 @@ struct Model {
     /// The clocks of the two peers.
     peer_clocks: [model::HlcClock; 2],
     audited: usize,
+    /// Conflicts recorded, by id, with their winners (all resolved: last-write-wins).
+    conflicts: BTreeMap<String, VersionId>,
+    /// Events appended: one per accepted version, one per conflict.
+    events: u64,
     last_seq: u64,
     last_hlc: Hlc,
 }
@@ -1073,6 +1129,8 @@ impl Default for Model {
             delayed: Vec::new(),
             peer_clocks: [model::HlcClock::new(Hlc::ZERO, 0), model::HlcClock::new(Hlc::ZERO, 0)],
             audited: 0,
+            conflicts: BTreeMap::new(),
+            events: 0,
             last_seq: 0,
             last_hlc: Hlc::ZERO,
         }
@@ -1192,10 +1250,14 @@ fn step(store: &dyn Store, model: &mut Model, op: &Op) -> Result<(), TestCaseErr
             prop_assert_eq!(c.object.created, created);
             let mut history = prior.map(|o| o.history.clone()).unwrap_or_default();
             history.push(v.id());
+            let mut versions = prior.map(|o| o.versions.clone()).unwrap_or_default();
+            versions.push(v.clone());
+            model.events += 1;
             model.last_hlc = v.hlc;
             model.last_seq = c.seq;
             model.changes.push(ModelChange { key: key.clone(), id: v.id(), from: None });
-            let object = ModelObject { current: v.clone(), labels, spec, created, context: vv, history };
+            let object =
+                ModelObject { current: v.clone(), labels, spec, created, context: vv, history, versions };
             model.objects.insert(key, object);
         }
         (Err(WriteError::PreconditionFailed { .. }), Expect::PreconditionFailed)
@@ -1266,10 +1328,24 @@ fn apply_one(
     let (key, version) = (remote.key.clone(), remote.version.clone());
     let prior = model.objects.get(&key);
     let report = store
-        .apply_remote(&peers[from], std::slice::from_ref(&remote), T0 + now)
+        .apply_remote(&peers[from], std::slice::from_ref(&remote), T0 + now, &crate::LastWriteWins)
         .map_err(|e| TestCaseError::fail(format!("applying {remote:?}: {e}")))?;
 
-    let concurrent = prior.is_some_and(|o| version.vv.compare(&o.context) == model::Causality::Concurrent);
+    // The frontier: held versions no other held version dominates. A version a frontier
+    // version dominates conflicts with nothing; any other conflicts with the frontier versions
+    // concurrent with it.
+    let held = prior.map(|o| o.versions.as_slice()).unwrap_or_default();
+    let frontier: Vec<&model::Version> = held
+        .iter()
+        .filter(|v| !held.iter().any(|w| w.vv.compare(&v.vv) == model::Causality::Dominates))
+        .collect();
+    let dominated = frontier.iter().any(|f| f.vv.compare(&version.vv) == model::Causality::Dominates);
+    let conflicts: Vec<model::Version> = frontier
+        .iter()
+        .filter(|f| !dominated && f.vv.compare(&version.vv) == model::Causality::Concurrent)
+        .map(|f| (*f).clone())
+        .collect();
+    let concurrent = !conflicts.is_empty();
     let becomes_current = prior.is_none_or(|o| version.lww_cmp(&o.current) == std::cmp::Ordering::Greater);
     prop_assert!(report.last_seq > model.last_seq);
     let expected = crate::ApplyReport {
@@ -1290,6 +1366,7 @@ fn apply_one(
             created: version.hlc,
             context: Default::default(),
             history: Vec::new(),
+            versions: Vec::new(),
         },
     };
     if becomes_current {
@@ -1302,6 +1379,14 @@ fn apply_one(
     }
     object.context.merge(&version.vv);
     object.history.push(version.id());
+    object.versions.push(version.clone());
+    model.events += 1;
+    for side in &conflicts {
+        let id = crate::conflict_id(&key, &version.id(), &side.id());
+        model.conflicts.insert(id, model::lww_winner(&version, side).id());
+        model.audited += 1;
+        model.events += 1;
+    }
     model.objects.insert(key.clone(), object);
     model.changes.push(ModelChange { key, id: version.id(), from: Some(from) });
     model.last_hlc = model::HlcClock::new(model.last_hlc, u64::MAX)
@@ -1318,7 +1403,7 @@ fn step_redeliver(store: &dyn Store, model: &mut Model, n: usize, now: u64) -> R
         model.remote.get(n.checked_rem(model.remote.len()).unwrap_or(0)).cloned().into_iter().collect();
     let from = model_peers(store)[n % 2].clone();
     let report = store
-        .apply_remote(&from, &batch, T0 + now)
+        .apply_remote(&from, &batch, T0 + now, &crate::LastWriteWins)
         .map_err(|e| TestCaseError::fail(format!("redeliver: {e}")))?;
     let expected =
         crate::ApplyReport { duplicates: batch.len(), last_seq: model.last_seq, ..Default::default() };
@@ -1419,7 +1504,19 @@ fn check(store: &dyn Store, model: &Model) -> Result<(), TestCaseError> {
         prop_assert_eq!(debt.pending, carried.len() as u64);
     }
     let audit = store.audit(0, MAX_PAGE).map_err(|e| fail("audit", &e))?;
-    prop_assert_eq!(audit.len(), model.audited, "one audit entry per local write, applied or refused");
+    prop_assert_eq!(
+        audit.len(),
+        model.audited,
+        "one audit entry per local write, applied or refused, and conflict"
+    );
+    let conflicts: BTreeMap<String, VersionId> = store
+        .conflicts(&crate::ConflictFilter { limit: MAX_PAGE, ..Default::default() })
+        .map_err(|e| fail("conflicts", &e))?
+        .into_iter()
+        .map(|c| (c.id, c.winner))
+        .collect();
+    prop_assert_eq!(&conflicts, &model.conflicts, "conflict records and their winners");
+    prop_assert_eq!(store.last_event_seq().map_err(|e| fail("last_event_seq", &e))?, model.events);
     prop_assert_eq!(store.clock().map_err(|e| fail("clock", &e))?, model.last_hlc);
     Ok(())
 }

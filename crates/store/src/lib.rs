@@ -13,14 +13,23 @@
 //! ([`Store::apply_remote`]): all of it, with the clock, or none of it.
 //!
 //! Each object keeps a causal context (the merge of the vectors of every version of it the site
-//! accepted): a local write increments it, so it dominates everything seen; a remote version
-//! concurrent with it is a conflict. The current version is always the greatest version held in
-//! last-write-wins order, so sites holding the same versions agree whatever order they came in.
+//! accepted): a local write increments it, so it dominates everything seen. A remote version
+//! concurrent with a tip of the object's branches (its frontier: the versions no other held
+//! version dominates) is a conflict, recorded with the same id at every site that sees it
+//! ([`ConflictRecord`]). The current version is the frontier version the object's strategy
+//! prefers ([`ConflictPolicy`]); under last-write-wins that is the greatest version held in
+//! `(hlc, origin)` order. Either way it is a function of the versions held, so sites holding
+//! the same versions agree whatever order they came in.
+//!
+//! Besides the audit log, the store keeps an append-only event log (writes, deletes and
+//! conflicts it records itself; refusals and link changes its callers append) for the event
+//! stream and webhooks, and the log of webhook deliveries.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use model::{Hlc, Kind, ObjectKey, Scope, SiteId, StoredObject, Version, VersionId};
 
+mod conflicts;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod local_write;
@@ -179,6 +188,11 @@ pub trait Store: Send + Sync {
     /// (next clock tick, version vector incremented for this site, content hash), and commits
     /// the object, its history entry, its change-log entry, its audit entry and the clock in one
     /// durable transaction. A refused write changes no object and is audited.
+    ///
+    /// The same transaction appends a `write` (or `delete`) event, and resolves every open or
+    /// acknowledged conflict of the object (the new version dominates everything the site
+    /// holds): that is how an operator's pick closes a conflict. Each resolution is an audit
+    /// entry and a `conflict` event.
     fn write(&self, write: LocalWrite) -> Result<Committed, WriteError>;
 
     /// The current version of an object, tombstones included (`version.deleted`).
@@ -216,18 +230,36 @@ pub trait Store: Send + Sync {
     /// are skipped; every new one is appended to history and to the change log (with
     /// `from_site = from`, accepted at `now_ms`); the clock observes each timestamp (a timestamp
     /// beyond the maximum skew refuses the whole batch); the object's causal context merges the
-    /// version's vector; and the object's current version becomes the greatest of all its
-    /// versions in the last-write-wins order `(hlc, origin)`.
+    /// version's vector; and the object's current version is picked among its frontier.
+    ///
+    /// Conflicts: the object's frontier is the set of versions it holds that no other held
+    /// version dominates. A new version that a held version already dominates arrived late: it
+    /// goes to history and conflicts with nothing (its successor stands for it). Otherwise it
+    /// conflicts with every frontier version whose vector is concurrent with its own, joins
+    /// the frontier and pushes out what it dominates. The current version is then the frontier
+    /// version `policy.strategy(key)` prefers (`last-write-wins`: greatest `(hlc, origin)`;
+    /// `authority-wins`: greatest `(policy.rank(origin), hlc, origin)`; `manual`: as
+    /// last-write-wins, provisionally). Each conflict gets a [`ConflictRecord`] (id from
+    /// [`conflict_id`], so every site names it the same; winner = the side the strategy prefers
+    /// of the two; `resolved`, or `open` under `manual`), an audit entry when `policy.audit()`,
+    /// and a `conflict` event. Every applied version appends a `write` (or `delete`) event, and
+    /// resolves the open or acknowledged conflicts of its object whose two sides it dominates
+    /// (with an audit entry when `policy.audit()`, and a `conflict` event). All in the same
+    /// transaction. [`ApplyReport::concurrent`] counts the versions that had a conflict.
+    ///
+    /// Sites holding the same versions agree on the current version, and record the same
+    /// conflicts between the versions on the final frontier; a conflict between versions that
+    /// a later version of one side superseded is recorded only where it was seen before that
+    /// version arrived.
     ///
     /// Refused batches are not audited here (a refusal changes nothing); the caller reports
     /// and counts them.
-    // The error is as large as the key and version it names; a refused batch is rare and the
-    // signature is what the sync engine is written against.
     fn apply_remote(
         &self,
         from: &SiteId,
         versions: &[RemoteVersion],
         now_ms: u64,
+        policy: &dyn ConflictPolicy,
     ) -> Result<ApplyReport, ApplyError>;
 
     /// Up to `limit` changes after `query.after` that the link carries: not from the peer, in
@@ -264,6 +296,180 @@ pub trait Store: Send + Sync {
 
     /// Saves the record of the link with `record.peer` durably, replacing the one before.
     fn save_link(&self, record: &LinkRecord) -> Result<(), StoreError>;
+
+    // Conflicts, events, webhook deliveries.
+
+    /// Conflict records, newest first, filtered by status and object; `limit` clamped to
+    /// [`MAX_PAGE`].
+    fn conflicts(&self, filter: &ConflictFilter) -> Result<Vec<ConflictRecord>, StoreError>;
+
+    fn conflict(&self, id: &str) -> Result<Option<ConflictRecord>, StoreError>;
+
+    /// Marks an open conflict acknowledged by `actor` (its provisional winner stays current),
+    /// with an audit entry (action `acknowledge`, outcome `acknowledged`) and a `conflict`
+    /// event, in one transaction. Acknowledging one that is not open returns it unchanged and
+    /// records nothing; an unknown id is `None`.
+    fn acknowledge_conflict(
+        &self,
+        id: &str,
+        actor: &str,
+        now_ms: u64,
+    ) -> Result<Option<ConflictRecord>, StoreError>;
+
+    /// Appends an event (for what the store does not record itself: refusals, link state
+    /// changes) and returns its sequence number.
+    fn append_event(&self, event: NewEvent) -> Result<u64, StoreError>;
+
+    /// Events with `seq > after`, oldest first, at most `limit` (clamped to [`MAX_PAGE`]).
+    fn events(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError>;
+
+    /// The highest event sequence number (0 when none).
+    fn last_event_seq(&self) -> Result<u64, StoreError>;
+
+    /// Records one attempt to deliver an event to a webhook.
+    fn record_delivery(&self, delivery: &Delivery) -> Result<u64, StoreError>;
+
+    /// The newest `limit` delivery attempts (clamped), newest first, optionally for one webhook.
+    fn deliveries(&self, webhook: Option<&str>, limit: usize) -> Result<Vec<DeliveryEntry>, StoreError>;
+
+    /// The highest event a webhook has been delivered (or given up on); 0 when none.
+    fn webhook_cursor(&self, webhook: &str) -> Result<u64, StoreError>;
+
+    fn save_webhook_cursor(&self, webhook: &str, seq: u64) -> Result<(), StoreError>;
+}
+
+/// What decides conflicts while a batch is applied: the sync engine implements it from its
+/// site directory, so every site uses the strategy of the object's scope's own site.
+pub trait ConflictPolicy: Sync {
+    /// The strategy for the object.
+    fn strategy(&self, key: &ObjectKey) -> model::Strategy;
+    /// The authority rank of a site (`Level::rank`; 0 when unknown), for `authority-wins`.
+    fn rank(&self, origin: &SiteId) -> u8;
+    /// Whether resolutions are audited (`conflict_resolution.audit_log`).
+    fn audit(&self) -> bool;
+}
+
+/// Last-write-wins for every object, audited: the policy of a site that knows no better.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LastWriteWins;
+
+impl ConflictPolicy for LastWriteWins {
+    fn strategy(&self, _: &ObjectKey) -> model::Strategy {
+        model::Strategy::LastWriteWins
+    }
+    fn rank(&self, _: &SiteId) -> u8 {
+        0
+    }
+    fn audit(&self) -> bool {
+        true
+    }
+}
+
+/// The state of a conflict at a site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConflictStatus {
+    /// Under `manual`: the winner is provisional until an operator acknowledges or picks.
+    Open,
+    /// An operator acknowledged the provisional winner.
+    Acknowledged,
+    /// Decided: by the strategy (last-write-wins, authority-wins), or by a later version that
+    /// dominates both sides (an operator's pick, or any later write).
+    Resolved,
+}
+
+impl ConflictStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConflictStatus::Open => "open",
+            ConflictStatus::Acknowledged => "acknowledged",
+            ConflictStatus::Resolved => "resolved",
+        }
+    }
+}
+
+/// One side of a conflict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConflictSide {
+    pub version: VersionId,
+    pub origin: SiteId,
+    pub author: String,
+    pub deleted: bool,
+}
+
+/// Two versions of one object written concurrently, and what came of it at this site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConflictRecord {
+    /// The same at every site: [`conflict_id`] of the key and both versions.
+    pub id: String,
+    pub key: ObjectKey,
+    /// The two sides, in version order.
+    pub sides: [ConflictSide; 2],
+    pub strategy: model::Strategy,
+    /// The version the strategy chose (provisional under `manual`).
+    pub winner: VersionId,
+    pub status: ConflictStatus,
+    /// When this site detected it.
+    pub detected_ms: u64,
+    /// Who acknowledged it, and when.
+    pub acknowledged: Option<(String, u64)>,
+    /// The later version that dominates both sides, when one arrived or was written here.
+    pub resolved_by: Option<VersionId>,
+}
+
+/// The deterministic id of the conflict between two versions of an object: 16 hex digits.
+pub fn conflict_id(key: &ObjectKey, a: &VersionId, b: &VersionId) -> String {
+    use sha2::Digest;
+    let (first, second) = if a <= b { (a, b) } else { (b, a) };
+    let digest = sha2::Sha256::digest(format!("{key}\n{first}\n{second}").as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Which conflicts to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConflictFilter {
+    pub status: Option<ConflictStatus>,
+    pub key: Option<ObjectKey>,
+    pub limit: usize,
+}
+
+/// An event to append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub at_ms: u64,
+    /// `write`, `delete`, `conflict`, `refusal`, `link`.
+    pub kind: String,
+    pub object: Option<ObjectKey>,
+    /// The event's details, as the event stream and webhooks send them.
+    pub data: serde_json::Value,
+}
+
+/// An event with its position in the append-only event log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub seq: u64,
+    pub event: NewEvent,
+}
+
+/// One attempt to deliver an event to a webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub webhook: String,
+    pub event_seq: u64,
+    pub attempt: u32,
+    pub at_ms: u64,
+    /// The HTTP status answered, if any.
+    pub status: Option<u16>,
+    /// `delivered`, `failed` (will retry) or `gave-up`.
+    pub outcome: String,
+    pub detail: String,
+}
+
+/// A delivery attempt with its position in the delivery log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryEntry {
+    pub id: u64,
+    pub delivery: Delivery,
 }
 
 #[cfg(test)]
@@ -312,7 +518,9 @@ pub struct ApplyReport {
     pub duplicates: usize,
     /// Of the applied versions, how many became the object's current version.
     pub became_current: usize,
-    /// Of the applied versions, how many were concurrent with the object's causal context.
+    /// Of the applied versions, how many conflicted with at least one version of the object's
+    /// frontier (for honest histories: whose vector is concurrent with the object's causal
+    /// context).
     pub concurrent: usize,
     /// The change-log sequence number after the batch.
     pub last_seq: u64,
@@ -379,4 +587,6 @@ pub struct LinkRecord {
     pub last_sync_ms: Option<u64>,
     /// The last connectivity signal given for the link: `up`, `down` or `metered`.
     pub signal: String,
+    /// The site directory the peer last sent (cards of the sites it knows).
+    pub peer_sites: Vec<model::SiteCard>,
 }

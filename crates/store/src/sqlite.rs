@@ -7,8 +7,11 @@
 //! every version with its content, `objects` points at each object's current version (and
 //! keeps its causal context), and `changes` gives each version its sequence number, the link
 //! it came on, when it was accepted and its size (so sync debt is one query). `links` keeps the
-//! sync engine's record of each link. Labels, specs, version vectors and scope sets are stored
-//! as JSON text. The schema is versioned in the `meta` table and migrated on open.
+//! sync engine's record of each link. `conflicts` keeps the conflict records (with both sides'
+//! vectors, to tell which later version resolves one), `events` the append-only event log,
+//! `webhook_deliveries` and `webhook_cursors` what the webhook sender did. Labels, specs,
+//! version vectors, scope sets, site cards and event data are stored as JSON text. The schema
+//! is versioned in the `meta` table and migrated on open.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -18,18 +21,21 @@ use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
 use model::{
-    ContentHash, Hlc, HlcClock, Kind, ObjectKey, ObjectName, Scope, SiteId, StoredObject, Version, VersionId,
-    VersionVector,
+    ContentHash, Hlc, HlcClock, Kind, ObjectKey, ObjectName, Scope, SiteCard, SiteId, StoredObject, Strategy,
+    Version, VersionId, VersionVector,
 };
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 use tracing::{debug, info};
 
+use crate::conflicts::{self, Stored};
 use crate::local_write::{refusal, stamp};
+use crate::remote::Current;
 use crate::{
-    ApplyError, ApplyReport, AuditEntry, AuditRecord, Change, Committed, Debt, HistoryEntry, LinkBatch,
-    LinkQuery, LinkRecord, ListFilter, LocalWrite, MAX_LINK_BATCH, RemoteVersion, SkewRefusal, Store,
-    StoreError, WriteError, clamp_limit, remote,
+    ApplyError, ApplyReport, AuditEntry, AuditRecord, Change, Committed, ConflictFilter, ConflictPolicy,
+    ConflictRecord, ConflictSide, ConflictStatus, Debt, Delivery, DeliveryEntry, Event, HistoryEntry,
+    LinkBatch, LinkQuery, LinkRecord, ListFilter, LocalWrite, MAX_LINK_BATCH, NewEvent, RemoteVersion,
+    SkewRefusal, Store, StoreError, WriteError, clamp_limit, remote,
 };
 
 /// How many read-only connections serve reads.
@@ -39,7 +45,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `MIGRATIONS[n]` brings a store from schema version `n` to `n + 1`. Version 0 is a new file
 /// with only its `meta` table.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
 
 const META: &str = "
 CREATE TABLE meta (
@@ -135,13 +141,100 @@ CREATE TABLE links (
 ) STRICT;
 ";
 
+const SCHEMA_V3: &str = "
+-- Conflicts: two versions of one object written concurrently, and what came of them at this
+-- site. The id is the same at every site (a hash of the object and both version ids); side `a`
+-- has the lower version id. The sides' vectors tell which later version resolves the conflict.
+CREATE TABLE conflicts (
+    id              TEXT PRIMARY KEY,
+    kind            TEXT NOT NULL,
+    scope           TEXT NOT NULL,
+    name            TEXT NOT NULL,
+    a_version       TEXT NOT NULL,
+    a_origin        TEXT NOT NULL,
+    a_author        TEXT NOT NULL,
+    a_deleted       INTEGER NOT NULL CHECK (a_deleted IN (0, 1)),
+    a_vv            TEXT NOT NULL,
+    b_version       TEXT NOT NULL,
+    b_origin        TEXT NOT NULL,
+    b_author        TEXT NOT NULL,
+    b_deleted       INTEGER NOT NULL CHECK (b_deleted IN (0, 1)),
+    b_vv            TEXT NOT NULL,
+    strategy        TEXT NOT NULL,
+    winner          TEXT NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('open', 'acknowledged', 'resolved')),
+    detected_ms     INTEGER NOT NULL,
+    acknowledged_by TEXT,
+    acknowledged_ms INTEGER,
+    resolved_by     TEXT,
+    CHECK ((acknowledged_by IS NULL) = (acknowledged_ms IS NULL))
+) STRICT;
+-- The open conflicts of an object (checked by every version applied or written).
+CREATE INDEX conflicts_by_object ON conflicts (kind, scope, name, status);
+-- Listings, newest first, optionally by status.
+CREATE INDEX conflicts_by_time ON conflicts (detected_ms DESC, id);
+CREATE INDEX conflicts_by_status ON conflicts (status, detected_ms DESC, id);
+
+-- What happened at this site, for the event stream and webhooks: append-only, like the audit
+-- log.
+CREATE TABLE events (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms        INTEGER NOT NULL,
+    kind         TEXT NOT NULL,
+    object_kind  TEXT,
+    object_scope TEXT,
+    object_name  TEXT,
+    data         TEXT NOT NULL,
+    CHECK ((object_kind IS NULL) = (object_scope IS NULL) AND (object_scope IS NULL) = (object_name IS NULL))
+) STRICT;
+
+CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+
+-- Every attempt to deliver an event to a webhook, and how far each webhook got.
+CREATE TABLE webhook_deliveries (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    webhook   TEXT NOT NULL,
+    event_seq INTEGER NOT NULL,
+    attempt   INTEGER NOT NULL,
+    at_ms     INTEGER NOT NULL,
+    status    INTEGER,
+    outcome   TEXT NOT NULL,
+    detail    TEXT NOT NULL
+) STRICT;
+CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook, id);
+
+CREATE TABLE webhook_cursors (
+    webhook TEXT PRIMARY KEY,
+    seq     INTEGER NOT NULL CHECK (seq >= 0)
+) STRICT;
+
+-- The site directory each peer last sent (a JSON array of site cards).
+ALTER TABLE links ADD COLUMN peer_sites TEXT NOT NULL DEFAULT '[]';
+";
+
 /// The columns of a version, in the order [`RawVersion::read`] expects them.
 const VERSION_COLUMNS: &str = "v.id, v.kind, v.scope, v.name, v.hlc_wall, v.hlc_logical, v.origin, \
      v.vv, v.author, v.content_hash, v.deleted, v.labels, v.spec";
 /// The number of columns in [`VERSION_COLUMNS`].
 const VERSION_COLUMN_COUNT: usize = 13;
 
+/// [`VERSION_COLUMNS`] without the content (empty labels, null spec): what deciding conflicts
+/// reads of every version of an object.
+const VERSION_META_COLUMNS: &str = "v.id, v.kind, v.scope, v.name, v.hlc_wall, v.hlc_logical, v.origin, \
+     v.vv, v.author, v.content_hash, v.deleted, '{}', 'null'";
+
 const AUDIT_COLUMNS: &str = "seq, at_ms, actor, action, kind, scope, name, version, outcome, detail";
+
+const CONFLICT_COLUMNS: &str = "id, kind, scope, name, \
+     a_version, a_origin, a_author, a_deleted, a_vv, b_version, b_origin, b_author, b_deleted, b_vv, \
+     strategy, winner, status, detected_ms, acknowledged_by, acknowledged_ms, resolved_by";
+
+const EVENT_COLUMNS: &str = "seq, at_ms, kind, object_kind, object_scope, object_name, data";
+
+const DELIVERY_COLUMNS: &str = "id, webhook, event_seq, attempt, at_ms, status, outcome, detail";
 
 /// A [`Store`] in one SQLite file.
 pub struct SqliteStore {
@@ -900,6 +993,324 @@ fn link_limit(limit: usize) -> usize {
     limit.clamp(1, MAX_LINK_BATCH)
 }
 
+/// Every version of `key` this site holds, without content, with its row id.
+fn held_versions(conn: &Connection, key: &ObjectKey) -> Result<(Vec<i64>, Vec<Version>), StoreError> {
+    let sql = format!(
+        "SELECT {VERSION_META_COLUMNS} FROM versions v WHERE v.kind = ?1 AND v.scope = ?2 AND v.name = ?3"
+    );
+    let held = query_all(
+        conn,
+        "reading the versions of an object",
+        &sql,
+        params![key.kind.as_str(), key.scope.as_str(), key.name.as_str()],
+        RawVersion::read,
+        |raw| {
+            let row = raw.id;
+            Ok((row, raw.decode()?.version))
+        },
+    )?;
+    Ok(held.into_iter().unzip())
+}
+
+fn key_columns(key: Option<&ObjectKey>) -> (Option<&str>, Option<&str>, Option<&str>) {
+    match key {
+        Some(k) => (Some(k.kind.as_str()), Some(k.scope.as_str()), Some(k.name.as_str())),
+        None => (None, None, None),
+    }
+}
+
+/// The object key of a row whose key columns are all set or all NULL.
+fn decode_optional_key(
+    table: &str,
+    row: i64,
+    (kind, scope, name): (Option<String>, Option<String>, Option<String>),
+) -> Result<Option<ObjectKey>, StoreError> {
+    match (kind, scope, name) {
+        (Some(kind), Some(scope), Some(name)) => {
+            Ok(Some(decode_key(&kind, &scope, &name).map_err(|(column, e)| corrupt(table, row, column, e))?))
+        }
+        (None, None, None) => Ok(None),
+        _ => Err(corrupt(table, row, "kind", "the object key is only partly set")),
+    }
+}
+
+/// Appends an event to the event log and returns its sequence number.
+fn insert_event(conn: &Connection, event: &NewEvent) -> Result<u64, StoreError> {
+    let context = "appending to the event log";
+    let (kind, scope, name) = key_columns(event.object.as_ref());
+    conn.prepare_cached(
+        "INSERT INTO events (at_ms, kind, object_kind, object_scope, object_name, data) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .during(context)?
+    .execute(params![
+        sql_position(event.at_ms),
+        event.kind,
+        kind,
+        scope,
+        name,
+        serde_json::to_string(&event.data).map_err(encoding("event data"))?,
+    ])
+    .during(context)?;
+    to_u64("events", "just inserted", "seq", conn.last_insert_rowid())
+}
+
+/// An event row as SQLite returns it.
+type RawEvent = (i64, i64, String, Option<String>, Option<String>, Option<String>, String);
+
+fn read_event(row: &Row<'_>) -> rusqlite::Result<RawEvent> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?))
+}
+
+fn decode_event((seq, at_ms, kind, o_kind, o_scope, o_name, data): RawEvent) -> Result<Event, StoreError> {
+    Ok(Event {
+        seq: to_u64("events", seq, "seq", seq)?,
+        event: NewEvent {
+            at_ms: to_u64("events", seq, "at_ms", at_ms)?,
+            kind,
+            object: decode_optional_key("events", seq, (o_kind, o_scope, o_name))?,
+            data: serde_json::from_str(&data).map_err(|e| corrupt("events", seq, "data", e))?,
+        },
+    })
+}
+
+/// Inserts a detected conflict unless one with its id is recorded; returns whether it was new.
+fn insert_conflict(conn: &Connection, conflict: &Stored) -> Result<bool, StoreError> {
+    let context = "recording a conflict";
+    let r = &conflict.record;
+    let [a, b] = &r.sides;
+    let [a_vv, b_vv] = &conflict.vectors;
+    let vector = |v: &VersionVector| serde_json::to_string(v).map_err(encoding("a version vector"));
+    let inserted = conn
+        .prepare_cached(&format!(
+            "INSERT OR IGNORE INTO conflicts ({CONFLICT_COLUMNS}) VALUES \
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
+        ))
+        .during(context)?
+        .execute(params![
+            r.id,
+            r.key.kind.as_str(),
+            r.key.scope.as_str(),
+            r.key.name.as_str(),
+            a.version.to_string(),
+            a.origin.as_str(),
+            a.author,
+            a.deleted,
+            vector(a_vv)?,
+            b.version.to_string(),
+            b.origin.as_str(),
+            b.author,
+            b.deleted,
+            vector(b_vv)?,
+            r.strategy.as_str(),
+            r.winner.to_string(),
+            r.status.as_str(),
+            sql_position(r.detected_ms),
+            r.acknowledged.as_ref().map(|(by, _)| by.as_str()),
+            r.acknowledged.as_ref().map(|(_, at)| sql_position(*at)),
+            r.resolved_by.as_ref().map(ToString::to_string),
+        ])
+        .during(context)?;
+    Ok(inserted == 1)
+}
+
+/// Saves what changes in a conflict after it is recorded: its status, acknowledgement and
+/// resolution.
+fn update_conflict(conn: &Connection, record: &ConflictRecord) -> Result<(), StoreError> {
+    let context = "updating a conflict";
+    conn.prepare_cached(
+        "UPDATE conflicts SET status = ?2, acknowledged_by = ?3, acknowledged_ms = ?4, resolved_by = ?5 \
+         WHERE id = ?1",
+    )
+    .during(context)?
+    .execute(params![
+        record.id,
+        record.status.as_str(),
+        record.acknowledged.as_ref().map(|(by, _)| by.as_str()),
+        record.acknowledged.as_ref().map(|(_, at)| sql_position(*at)),
+        record.resolved_by.as_ref().map(ToString::to_string),
+    ])
+    .during(context)?;
+    Ok(())
+}
+
+/// A conflict row as SQLite returns it.
+struct RawConflict {
+    id: String,
+    key: (String, String, String),
+    sides: [(String, String, String, i64, String); 2],
+    strategy: String,
+    winner: String,
+    status: String,
+    detected_ms: i64,
+    acknowledged_by: Option<String>,
+    acknowledged_ms: Option<i64>,
+    resolved_by: Option<String>,
+}
+
+/// Reads one row of [`CONFLICT_COLUMNS`].
+fn read_conflict(row: &Row<'_>) -> rusqlite::Result<RawConflict> {
+    let side = |at: usize| -> rusqlite::Result<(String, String, String, i64, String)> {
+        Ok((row.get(at)?, row.get(at + 1)?, row.get(at + 2)?, row.get(at + 3)?, row.get(at + 4)?))
+    };
+    Ok(RawConflict {
+        id: row.get(0)?,
+        key: (row.get(1)?, row.get(2)?, row.get(3)?),
+        sides: [side(4)?, side(9)?],
+        strategy: row.get(14)?,
+        winner: row.get(15)?,
+        status: row.get(16)?,
+        detected_ms: row.get(17)?,
+        acknowledged_by: row.get(18)?,
+        acknowledged_ms: row.get(19)?,
+        resolved_by: row.get(20)?,
+    })
+}
+
+fn decode_strategy(raw: &str) -> Option<Strategy> {
+    [Strategy::LastWriteWins, Strategy::AuthorityWins, Strategy::Manual]
+        .into_iter()
+        .find(|s| s.as_str() == raw)
+}
+
+fn decode_status(raw: &str) -> Option<ConflictStatus> {
+    [ConflictStatus::Open, ConflictStatus::Acknowledged, ConflictStatus::Resolved]
+        .into_iter()
+        .find(|s| s.as_str() == raw)
+}
+
+fn decode_conflict(raw: RawConflict) -> Result<Stored, StoreError> {
+    let id = raw.id.as_str();
+    let bad = |column: &str, problem: &dyn fmt::Display| corrupt("conflicts", id, column, problem);
+    let version = |column: &str, value: &str| value.parse::<VersionId>().map_err(|e| bad(column, &e));
+    let (kind, scope, name) = &raw.key;
+    let key = decode_key(kind, scope, name).map_err(|(column, e)| bad(column, &e))?;
+    let mut sides = Vec::with_capacity(2);
+    let mut vectors = Vec::with_capacity(2);
+    for (prefix, (v, origin, author, deleted, vv)) in ["a", "b"].into_iter().zip(raw.sides) {
+        let column = |c: &str| format!("{prefix}_{c}");
+        sides.push(ConflictSide {
+            version: version(&column("version"), &v)?,
+            origin: SiteId::new(origin).map_err(|e| bad(&column("origin"), &e))?,
+            author,
+            deleted: match deleted {
+                0 => false,
+                1 => true,
+                other => return Err(bad(&column("deleted"), &format!("{other} is neither 0 nor 1"))),
+            },
+        });
+        vectors.push(serde_json::from_str::<VersionVector>(&vv).map_err(|e| bad(&column("vv"), &e))?);
+    }
+    let (Ok(sides), Ok(vectors)) =
+        (<[ConflictSide; 2]>::try_from(sides), <[VersionVector; 2]>::try_from(vectors))
+    else {
+        return Err(bad("a_version", &"a conflict has two sides"));
+    };
+    let acknowledged = match (raw.acknowledged_by, raw.acknowledged_ms) {
+        (Some(by), Some(at)) => Some((by, to_u64("conflicts", id, "acknowledged_ms", at)?)),
+        (None, None) => None,
+        _ => return Err(bad("acknowledged_by", &"set without acknowledged_ms, or the reverse")),
+    };
+    Ok(Stored {
+        record: ConflictRecord {
+            key,
+            sides,
+            strategy: decode_strategy(&raw.strategy)
+                .ok_or_else(|| bad("strategy", &format!("`{}` is not a strategy", raw.strategy)))?,
+            winner: version("winner", &raw.winner)?,
+            status: decode_status(&raw.status)
+                .ok_or_else(|| bad("status", &format!("`{}` is not a conflict status", raw.status)))?,
+            detected_ms: to_u64("conflicts", id, "detected_ms", raw.detected_ms)?,
+            acknowledged,
+            resolved_by: raw.resolved_by.as_deref().map(|v| version("resolved_by", v)).transpose()?,
+            id: raw.id.clone(),
+        },
+        vectors,
+    })
+}
+
+fn query_conflict(conn: &Connection, id: &str) -> Result<Option<Stored>, StoreError> {
+    let context = "reading a conflict";
+    let raw = conn
+        .prepare_cached(&format!("SELECT {CONFLICT_COLUMNS} FROM conflicts WHERE id = ?1"))
+        .during(context)?
+        .query_row([id], read_conflict)
+        .optional()
+        .during(context)?;
+    raw.map(decode_conflict).transpose()
+}
+
+/// Resolves the open and acknowledged conflicts of `key` whose two sides `version` dominates,
+/// with an audit entry each (when `audit`) and a `conflict` event each.
+fn resolve_conflicts(
+    conn: &Connection,
+    key: &ObjectKey,
+    version: &Version,
+    now_ms: u64,
+    audit: bool,
+) -> Result<(), StoreError> {
+    let unresolved = query_all(
+        conn,
+        "reading the open conflicts of an object",
+        &format!(
+            "SELECT {CONFLICT_COLUMNS} FROM conflicts WHERE kind = ?1 AND scope = ?2 AND name = ?3 \
+             AND status IN ('open', 'acknowledged') ORDER BY detected_ms, id"
+        ),
+        params![key.kind.as_str(), key.scope.as_str(), key.name.as_str()],
+        read_conflict,
+        decode_conflict,
+    )?;
+    for mut conflict in unresolved {
+        if !conflicts::resolves(&conflict, version) {
+            continue;
+        }
+        let entry = conflicts::resolve(&mut conflict.record, version, now_ms);
+        update_conflict(conn, &conflict.record)?;
+        if audit {
+            insert_audit(conn, &entry)?;
+        }
+        insert_event(conn, &conflicts::event(&conflict.record, conflicts::Change::Resolved, now_ms))?;
+        debug!(key = %key, conflict = %conflict.record.id, by = %version.id(), "conflict resolved");
+    }
+    Ok(())
+}
+
+/// A delivery row as SQLite returns it.
+type RawDelivery = (i64, String, i64, i64, i64, Option<i64>, String, String);
+
+fn read_delivery(row: &Row<'_>) -> rusqlite::Result<RawDelivery> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+        row.get(7)?,
+    ))
+}
+
+fn decode_delivery(
+    (id, webhook, event_seq, attempt, at_ms, status, outcome, detail): RawDelivery,
+) -> Result<DeliveryEntry, StoreError> {
+    let table = "webhook_deliveries";
+    Ok(DeliveryEntry {
+        id: to_u64(table, id, "id", id)?,
+        delivery: Delivery {
+            webhook,
+            event_seq: to_u64(table, id, "event_seq", event_seq)?,
+            attempt: u32::try_from(attempt).map_err(|_| corrupt(table, id, "attempt", attempt))?,
+            at_ms: to_u64(table, id, "at_ms", at_ms)?,
+            status: status
+                .map(|s| u16::try_from(s).map_err(|_| corrupt(table, id, "status", s)))
+                .transpose()?,
+            outcome,
+            detail,
+        },
+    })
+}
+
 impl Store for SqliteStore {
     fn site(&self) -> &SiteId {
         &self.site
@@ -929,6 +1340,11 @@ impl Store for SqliteStore {
         upsert_object(&tx, key, version_row, object.created, &object.context)?;
         let seq = insert_change(&tx, version_row, None, accepted_ms, content.bytes())?;
         insert_audit(&tx, &stamped.audit)?;
+        insert_event(&tx, &conflicts::version_event(key, version, None, true, accepted_ms))?;
+        // The new version dominates everything the site holds, so it resolves every open
+        // conflict of the object (an operator's pick is such a write). No policy reaches a local
+        // write, so these resolutions are always audited.
+        resolve_conflicts(&tx, key, version, accepted_ms, true)?;
         save_clock(&tx, clock.last())?;
 
         tx.commit().during("committing a write")?;
@@ -1058,12 +1474,15 @@ impl Store for SqliteStore {
         from: &SiteId,
         versions: &[RemoteVersion],
         now_ms: u64,
+        policy: &dyn ConflictPolicy,
     ) -> Result<ApplyReport, ApplyError> {
         let mut conn = self.writer();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .during("starting to apply a batch")?;
         let mut clock = HlcClock::new(read_clock(&tx)?, self.max_clock_skew_ms);
+        let rank = |site: &SiteId| policy.rank(site);
+        let audit = policy.audit();
         let mut report = ApplyReport::default();
         for remote in versions {
             let (key, version) = (&remote.key, &remote.version);
@@ -1077,21 +1496,47 @@ impl Store for SqliteStore {
                 ApplyError::ClockSkew(Box::new(SkewRefusal { key: key.clone(), version: id.clone(), error }))
             })?;
             let current = query_current(&tx, key)?;
-            let merge = remote::merge(current.as_ref(), version);
+            let strategy = policy.strategy(key);
+            // Only a version that does not follow everything held needs the object's history.
+            let (rows, held) = if remote::supersedes_all(current.as_ref(), version) {
+                (Vec::new(), Vec::new())
+            } else {
+                held_versions(&tx, key)?
+            };
+            let placement = remote::place(current.as_ref(), &held, version, strategy, &rank);
             let content = Content::encode(&remote.labels, &remote.spec)?;
             let version_row = insert_version(&tx, key, version, &content)?;
             insert_change(&tx, version_row, Some(from), now_ms, content.bytes())?;
-            if merge.becomes_current {
-                upsert_object(&tx, key, version_row, merge.created, &merge.context)?;
-            } else {
-                update_context(&tx, key, &merge.context)?;
+            match placement.current {
+                Current::New => upsert_object(&tx, key, version_row, placement.created, &placement.context)?,
+                Current::Held(i) if current.as_ref().is_some_and(|c| c.version.id() != held[i].id()) => {
+                    upsert_object(&tx, key, rows[i], placement.created, &placement.context)?;
+                }
+                Current::Held(_) => update_context(&tx, key, &placement.context)?,
             }
+            let became_current = placement.becomes_current();
+            insert_event(&tx, &conflicts::version_event(key, version, Some(from), became_current, now_ms))?;
+            for &i in &placement.conflicts {
+                let conflict = conflicts::detected(key, version, &held[i], strategy, &rank, now_ms);
+                if insert_conflict(&tx, &conflict)? {
+                    if audit {
+                        insert_audit(&tx, &conflicts::detected_audit(&conflict.record))?;
+                    }
+                    let event = conflicts::event(&conflict.record, conflicts::Change::Detected, now_ms);
+                    insert_event(&tx, &event)?;
+                    debug!(
+                        key = %key, conflict = %conflict.record.id, with = %held[i].id(),
+                        winner = %conflict.record.winner, "conflict detected"
+                    );
+                }
+            }
+            resolve_conflicts(&tx, key, version, now_ms, audit)?;
             report.applied += 1;
-            report.became_current += usize::from(merge.becomes_current);
-            report.concurrent += usize::from(merge.concurrent);
+            report.became_current += usize::from(became_current);
+            report.concurrent += usize::from(!placement.conflicts.is_empty());
             debug!(
-                key = %key, version = %id, from = %from, current = merge.becomes_current,
-                concurrent = merge.concurrent, "applied a remote version"
+                key = %key, version = %id, from = %from, current = became_current,
+                conflicts = placement.conflicts.len(), "applied a remote version"
             );
         }
         save_clock(&tx, clock.last())?;
@@ -1189,14 +1634,16 @@ impl Store for SqliteStore {
 
     fn link(&self, peer: &SiteId) -> Result<Option<LinkRecord>, StoreError> {
         let context = "reading a link";
-        let raw: Option<(i64, String, Option<i64>, String)> = self
+        let raw: Option<(i64, String, Option<i64>, String, String)> = self
             .reader()
-            .prepare_cached("SELECT cursor, peer_scopes, last_sync_ms, signal FROM links WHERE peer = ?1")
+            .prepare_cached(
+                "SELECT cursor, peer_scopes, last_sync_ms, signal, peer_sites FROM links WHERE peer = ?1",
+            )
             .during(context)?
-            .query_row([peer.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .query_row([peer.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
             .optional()
             .during(context)?;
-        let Some((cursor, peer_scopes, last_sync_ms, signal)) = raw else { return Ok(None) };
+        let Some((cursor, peer_scopes, last_sync_ms, signal, peer_sites)) = raw else { return Ok(None) };
         let row = format!("of peer {peer}");
         let row = row.as_str();
         Ok(Some(LinkRecord {
@@ -1206,6 +1653,8 @@ impl Store for SqliteStore {
                 .map_err(|e| corrupt("links", row, "peer_scopes", e))?,
             last_sync_ms: last_sync_ms.map(|ms| to_u64("links", row, "last_sync_ms", ms)).transpose()?,
             signal,
+            peer_sites: serde_json::from_str::<Vec<SiteCard>>(&peer_sites)
+                .map_err(|e| corrupt("links", row, "peer_sites", e))?,
         }))
     }
 
@@ -1214,11 +1663,11 @@ impl Store for SqliteStore {
         // A single statement outside a transaction commits (durably) on its own.
         self.writer()
             .prepare_cached(
-                "INSERT INTO links (peer, cursor, peer_scopes, last_sync_ms, signal) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) \
+                "INSERT INTO links (peer, cursor, peer_scopes, last_sync_ms, signal, peer_sites) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
                  ON CONFLICT (peer) DO UPDATE SET cursor = excluded.cursor, \
                  peer_scopes = excluded.peer_scopes, last_sync_ms = excluded.last_sync_ms, \
-                 signal = excluded.signal",
+                 signal = excluded.signal, peer_sites = excluded.peer_sites",
             )
             .during(context)?
             .execute(params![
@@ -1227,7 +1676,148 @@ impl Store for SqliteStore {
                 scopes_json(&record.peer_scopes)?,
                 record.last_sync_ms,
                 record.signal,
+                serde_json::to_string(&record.peer_sites).map_err(encoding("site cards"))?,
             ])
+            .during(context)?;
+        Ok(())
+    }
+
+    fn conflicts(&self, filter: &ConflictFilter) -> Result<Vec<ConflictRecord>, StoreError> {
+        let mut conditions = Vec::new();
+        let mut args: Vec<SqlValue> = Vec::new();
+        if let Some(status) = filter.status {
+            conditions.push("status = ?");
+            args.push(SqlValue::Text(status.as_str().to_owned()));
+        }
+        if let Some(key) = &filter.key {
+            conditions.push("kind = ? AND scope = ? AND name = ?");
+            args.push(SqlValue::Text(key.kind.as_str().to_owned()));
+            args.push(SqlValue::Text(key.scope.to_string()));
+            args.push(SqlValue::Text(key.name.to_string()));
+        }
+        args.push(SqlValue::Integer(sql_limit(filter.limit)));
+        let filter_sql =
+            if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+        query_all(
+            &self.reader(),
+            "listing conflicts",
+            &format!(
+                "SELECT {CONFLICT_COLUMNS} FROM conflicts {filter_sql} ORDER BY detected_ms DESC, id LIMIT ?"
+            ),
+            rusqlite::params_from_iter(args),
+            read_conflict,
+            |raw| Ok(decode_conflict(raw)?.record),
+        )
+    }
+
+    fn conflict(&self, id: &str) -> Result<Option<ConflictRecord>, StoreError> {
+        Ok(query_conflict(&self.reader(), id)?.map(|c| c.record))
+    }
+
+    fn acknowledge_conflict(
+        &self,
+        id: &str,
+        actor: &str,
+        now_ms: u64,
+    ) -> Result<Option<ConflictRecord>, StoreError> {
+        let mut conn = self.writer();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .during("starting to acknowledge a conflict")?;
+        let Some(Stored { mut record, .. }) = query_conflict(&tx, id)? else { return Ok(None) };
+        if record.status != ConflictStatus::Open {
+            return Ok(Some(record));
+        }
+        let entry = conflicts::acknowledge(&mut record, actor, now_ms);
+        update_conflict(&tx, &record)?;
+        insert_audit(&tx, &entry)?;
+        insert_event(&tx, &conflicts::event(&record, conflicts::Change::Acknowledged, now_ms))?;
+        tx.commit().during("committing an acknowledgement")?;
+        debug!(conflict = %id, actor, "conflict acknowledged");
+        Ok(Some(record))
+    }
+
+    fn append_event(&self, event: NewEvent) -> Result<u64, StoreError> {
+        // A single statement outside a transaction commits (durably) on its own.
+        insert_event(&self.writer(), &event)
+    }
+
+    fn events(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        query_all(
+            &self.reader(),
+            "reading the event log",
+            &format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"),
+            params![sql_position(after), sql_limit(limit)],
+            read_event,
+            decode_event,
+        )
+    }
+
+    fn last_event_seq(&self) -> Result<u64, StoreError> {
+        let context = "reading the end of the event log";
+        let seq: i64 = self
+            .reader()
+            .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events")
+            .during(context)?
+            .query_row([], |r| r.get(0))
+            .during(context)?;
+        to_u64("events", "with the highest seq", "seq", seq)
+    }
+
+    fn record_delivery(&self, delivery: &Delivery) -> Result<u64, StoreError> {
+        let context = "recording a webhook delivery";
+        let conn = self.writer();
+        conn.prepare_cached(
+            "INSERT INTO webhook_deliveries (webhook, event_seq, attempt, at_ms, status, outcome, detail) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .during(context)?
+        .execute(params![
+            delivery.webhook,
+            sql_position(delivery.event_seq),
+            delivery.attempt,
+            sql_position(delivery.at_ms),
+            delivery.status,
+            delivery.outcome,
+            delivery.detail,
+        ])
+        .during(context)?;
+        to_u64("webhook_deliveries", "just inserted", "id", conn.last_insert_rowid())
+    }
+
+    fn deliveries(&self, webhook: Option<&str>, limit: usize) -> Result<Vec<DeliveryEntry>, StoreError> {
+        let filter = if webhook.is_some() { "WHERE webhook = ?1" } else { "WHERE ?1 IS NULL" };
+        query_all(
+            &self.reader(),
+            "reading webhook deliveries",
+            &format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries {filter} ORDER BY id DESC LIMIT ?2"),
+            params![webhook, sql_limit(limit)],
+            read_delivery,
+            decode_delivery,
+        )
+    }
+
+    fn webhook_cursor(&self, webhook: &str) -> Result<u64, StoreError> {
+        let context = "reading a webhook cursor";
+        let seq: Option<i64> = self
+            .reader()
+            .prepare_cached("SELECT seq FROM webhook_cursors WHERE webhook = ?1")
+            .during(context)?
+            .query_row([webhook], |r| r.get(0))
+            .optional()
+            .during(context)?;
+        seq.map_or(Ok(0), |seq| to_u64("webhook_cursors", webhook, "seq", seq))
+    }
+
+    fn save_webhook_cursor(&self, webhook: &str, seq: u64) -> Result<(), StoreError> {
+        let context = "saving a webhook cursor";
+        self.writer()
+            .prepare_cached(
+                "INSERT INTO webhook_cursors (webhook, seq) VALUES (?1, ?2) \
+                 ON CONFLICT (webhook) DO UPDATE SET seq = excluded.seq",
+            )
+            .during(context)?
+            .execute(params![webhook, sql_position(seq)])
             .during(context)?;
         Ok(())
     }
@@ -1302,7 +1892,7 @@ mod tests {
             .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, SqliteStore::SCHEMA_VERSION.to_string());
-        assert_eq!(SqliteStore::SCHEMA_VERSION, 2);
+        assert_eq!(SqliteStore::SCHEMA_VERSION, 3);
 
         let a = store.get(&key("a")).unwrap().unwrap();
         assert_eq!(a.context, a.version.vv, "the context of an old object is its current vector");
@@ -1342,6 +1932,90 @@ mod tests {
         let debt = store.link_debt(&LinkQuery { after: 4, ..q }).unwrap();
         assert_eq!((debt.pending, debt.oldest_ms), (1, Some(T0 + 40)));
         assert_eq!(debt.pending_bytes, ("{}".len() + r#"{"v":3}"#.len()) as u64);
+    }
+}
+
+/// A store written by the build before conflicts (schema version 2) opens and migrates: its
+/// link keeps its record and learns no site cards, the new logs start empty, and conflicts are
+/// detected from then on against the versions it already held.
+#[cfg(test)]
+mod version_2 {
+    use model::{ContentHash, Kind, ObjectName};
+
+    use super::*;
+    use crate::{ConflictFilter, LastWriteWins, LinkRecord};
+
+    const T0: u64 = 1_764_000_000_000;
+
+    #[test]
+    fn a_version_2_store_migrates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("site.db");
+        let me = SiteId::new("edge-zone-a1").unwrap();
+        let peer = SiteId::new("region-a-control").unwrap();
+        let key = ObjectKey::new(Kind::Policy, Scope::new("global").unwrap(), ObjectName::new("p").unwrap());
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            if migrate_to(&mut conn, &path, &me, 2).is_err() {
+                panic!("creating a version 2 store");
+            }
+            conn.execute_batch(&format!(
+                r#"
+                INSERT INTO versions (id, kind, scope, name, hlc_wall, hlc_logical, origin, vv, author,
+                                      content_hash, deleted, labels, spec) VALUES
+                    (1, 'Policy', 'global', 'p', {T0}, 0, 'edge-zone-a1', '{{"edge-zone-a1":1}}', 'alice',
+                     'h1', 0, '{{}}', '{{"v":1}}');
+                INSERT INTO objects (kind, scope, name, version_id, created_wall, created_logical, context)
+                    VALUES ('Policy', 'global', 'p', 1, {T0}, 0, '{{"edge-zone-a1":1}}');
+                INSERT INTO changes (version_id, from_site, recorded_ms, bytes) VALUES (1, NULL, {T0}, 9);
+                INSERT INTO links (peer, cursor, peer_scopes, last_sync_ms, signal)
+                    VALUES ('region-a-control', 1, '["region-a"]', {T0}, 'up');
+                UPDATE meta SET value = '{T0}.0' WHERE key = 'clock';
+                "#
+            ))
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path, me.clone(), 60_000).unwrap();
+        let link = store.link(&peer).unwrap().unwrap();
+        assert_eq!(
+            link,
+            LinkRecord {
+                peer: peer.clone(),
+                cursor: 1,
+                peer_scopes: [Scope::new("region-a").unwrap()].into_iter().collect(),
+                last_sync_ms: Some(T0),
+                signal: "up".into(),
+                peer_sites: Vec::new(),
+            }
+        );
+        assert_eq!(store.last_event_seq().unwrap(), 0);
+        assert!(store.conflicts(&ConflictFilter::default()).unwrap().is_empty());
+
+        // A concurrent version from the region conflicts with the version held before.
+        let mut vv = VersionVector::new();
+        vv.increment(&peer);
+        let labels = BTreeMap::new();
+        let spec = serde_json::json!({"v": 2});
+        let remote = RemoteVersion {
+            version: Version {
+                hlc: Hlc::new(T0 + 5, 0),
+                origin: peer.clone(),
+                vv,
+                author: "bob".into(),
+                content_hash: ContentHash::of(&key, &labels, &spec, false),
+                deleted: false,
+            },
+            key: key.clone(),
+            labels,
+            spec,
+        };
+        let report =
+            store.apply_remote(&peer, std::slice::from_ref(&remote), T0 + 10, &LastWriteWins).unwrap();
+        assert_eq!((report.applied, report.concurrent, report.became_current), (1, 1, 1));
+        let conflicts = store.conflicts(&ConflictFilter::default()).unwrap();
+        assert_eq!(conflicts.len(), 1);
+        assert_eq!(conflicts[0].winner, remote.version.id());
+        assert_eq!(store.events(0, 10).unwrap().len(), 2, "the write and the conflict");
     }
 }
 

@@ -280,11 +280,17 @@ pub struct Federation {
 impl Federation {
     /// Starts the seven demo sites on seven consecutive free ports.
     pub async fn start() -> Federation {
+        Federation::start_with(|_| {}).await
+    }
+
+    /// Starts the seven demo sites after `adjust` has changed their configurations.
+    pub async fn start_with(adjust: impl Fn(&mut SiteConfig)) -> Federation {
         let dir = tempfile::tempdir().expect("a temporary data directory");
         let (base, listeners) = bind_consecutive(u16::try_from(DEMO_SITES.len()).expect("seven")).await;
-        let configs = FederationConfig::embedded_demo()
+        let mut configs = FederationConfig::embedded_demo()
             .site_configs_for_run(base, dir.path())
             .expect("the demo laid out on free ports");
+        configs.iter_mut().for_each(&adjust);
         let mut sites = Vec::new();
         for (config, listener) in configs.iter().zip(listeners) {
             assert_eq!(config.site_id().as_str(), DEMO_SITES[sites.len()], "the demo's sites in file order");

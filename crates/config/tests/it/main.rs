@@ -4,6 +4,7 @@ mod errors;
 mod robustness;
 mod seed;
 mod site;
+mod webhooks;
 
 use std::path::{Path, PathBuf};
 

@@ -15,21 +15,21 @@ use super::{
     Harness, T0, all_changes, apply, delete, get, history_ids, key, labels, list_keys, must_get, policy, put,
 };
 use crate::{
-    ApplyError, ApplyReport, Change, Debt, LinkBatch, LinkQuery, LinkRecord, ListFilter, MAX_LINK_BATCH,
-    MAX_PAGE, RemoteVersion, SkewRefusal, Store,
+    ApplyError, ApplyReport, Change, Debt, LastWriteWins, LinkBatch, LinkQuery, LinkRecord, ListFilter,
+    MAX_LINK_BATCH, MAX_PAGE, RemoteVersion, SkewRefusal, Store,
 };
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
 /// Three sites other than the store's own, in a fixed order: `[a, b, c]`.
-fn others(store: &dyn Store) -> [SiteId; 3] {
+pub(super) fn others(store: &dyn Store) -> [SiteId; 3] {
     let names = ["region-a-control", "global-control", "edge-zone-a2", "edge-zone-b1"];
     let mut sites = names.iter().map(|n| site(n)).filter(|s| s != store.site());
     [(); 3].map(|()| sites.next().expect("three other sites"))
 }
 
-fn site(name: &str) -> SiteId {
+pub(super) fn site(name: &str) -> SiteId {
     SiteId::new(name).expect("a valid site id")
 }
 
@@ -41,7 +41,7 @@ fn scopes(names: &[&str]) -> BTreeSet<Scope> {
     names.iter().map(|n| scope(n)).collect()
 }
 
-fn vv(entries: &[(&SiteId, u64)]) -> VersionVector {
+pub(super) fn vv(entries: &[(&SiteId, u64)]) -> VersionVector {
     let mut v = VersionVector::new();
     for (s, n) in entries {
         for _ in 0..*n {
@@ -52,7 +52,7 @@ fn vv(entries: &[(&SiteId, u64)]) -> VersionVector {
 }
 
 /// A version of `key` as `origin` stamped it: timestamp `(wall, 0)`, vector `vector`.
-fn remote(
+pub(super) fn remote(
     key: &ObjectKey,
     origin: &SiteId,
     wall: u64,
@@ -72,7 +72,12 @@ fn remote(
 }
 
 /// A tombstone of `key` as `origin` stamped it.
-fn remote_delete(key: &ObjectKey, origin: &SiteId, wall: u64, vector: VersionVector) -> RemoteVersion {
+pub(super) fn remote_delete(
+    key: &ObjectKey,
+    origin: &SiteId,
+    wall: u64,
+    vector: VersionVector,
+) -> RemoteVersion {
     let mut r = remote(key, origin, wall, vector, serde_json::Value::Null);
     r.labels.clear();
     r.version.deleted = true;
@@ -80,9 +85,14 @@ fn remote_delete(key: &ObjectKey, origin: &SiteId, wall: u64, vector: VersionVec
     r
 }
 
-fn apply_batch(store: &dyn Store, from: &SiteId, batch: &[RemoteVersion], now_ms: u64) -> ApplyReport {
+pub(super) fn apply_batch(
+    store: &dyn Store,
+    from: &SiteId,
+    batch: &[RemoteVersion],
+    now_ms: u64,
+) -> ApplyReport {
     store
-        .apply_remote(from, batch, now_ms)
+        .apply_remote(from, batch, now_ms, &LastWriteWins)
         .unwrap_or_else(|e| panic!("a batch of {} from {from} must apply: {e} ({e:?})", batch.len()))
 }
 
@@ -103,7 +113,7 @@ fn carried(batch: &LinkBatch) -> Vec<model::VersionId> {
     batch.changes.iter().map(|c| c.version.id()).collect()
 }
 
-fn last_seq(store: &dyn Store) -> u64 {
+pub(super) fn last_seq(store: &dyn Store) -> u64 {
     store.last_seq().expect("last_seq")
 }
 
@@ -382,7 +392,12 @@ pub fn a_batch_beyond_the_clock_skew_is_refused_and_changes_nothing(h: &mut dyn 
         )
     };
     let before = snapshot(store);
-    let err = match store.apply_remote(&region, &[good.clone(), update.clone(), bad.clone()], T0 + 3) {
+    let err = match store.apply_remote(
+        &region,
+        &[good.clone(), update.clone(), bad.clone()],
+        T0 + 3,
+        &LastWriteWins,
+    ) {
         Ok(report) => panic!("a batch with a timestamp 400 days ahead must be refused, got {report:?}"),
         Err(e) => e,
     };
@@ -701,6 +716,7 @@ pub fn links_round_trip_across_reopen(h: &mut dyn Harness) {
         peer_scopes: scopes(&["region-a", "edge-zone-a1"]),
         last_sync_ms: None,
         signal: "up".to_owned(),
+        peer_sites: Vec::new(),
     };
     store.save_link(&up).expect("save_link");
     assert_eq!(store.link(&region).expect("link"), Some(up.clone()));
@@ -714,6 +730,7 @@ pub fn links_round_trip_across_reopen(h: &mut dyn Harness) {
         peer_scopes: BTreeSet::new(),
         last_sync_ms: Some(T0),
         signal: "down".to_owned(),
+        peer_sites: Vec::new(),
     };
     store.save_link(&parent).expect("save_link");
 

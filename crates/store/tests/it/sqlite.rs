@@ -176,6 +176,7 @@ fn a_corrupt_context_or_link_is_reported_as_corrupt() {
         peer_scopes: [Scope::new("region-a").unwrap()].into_iter().collect(),
         last_sync_ms: Some(T0),
         signal: "up".into(),
+        peer_sites: Vec::new(),
     };
     store.save_link(&record).unwrap();
 
@@ -298,7 +299,7 @@ fn link_queries_stay_fast_with_a_large_backlog() {
     let now = T0 + 20_000;
     let started = Instant::now();
     for chunk in versions.chunks(1_000) {
-        let report = store.apply_remote(&region, chunk, now).unwrap();
+        let report = store.apply_remote(&region, chunk, now, &store::LastWriteWins).unwrap();
         assert_eq!(report.applied, chunk.len());
     }
     let applying = started.elapsed();

@@ -398,6 +398,50 @@ mod tests {
     }
 
     #[test]
+    fn an_isolated_site_without_can_operate_isolated_refuses_every_write() {
+        let mut d = demo();
+        let mut strict = card(
+            "edge-zone-a2",
+            "edge-zone-a2",
+            Some("region-a-control"),
+            Level::Local,
+            Autonomy::Conditional,
+        );
+        strict.can_operate_isolated = false;
+        d.insert(strict);
+        let own = scope("edge-zone-a2");
+        assert!(d.check_write(&site("edge-zone-a2"), &own, Kind::Policy, Some(false)).is_ok());
+        let err = d.check_write(&site("edge-zone-a2"), &own, Kind::Policy, Some(true)).unwrap_err();
+        assert_eq!(err.rule, Rule::OperateIsolated);
+        assert!(err.detail.contains("can_operate_isolated: false"), "{err}");
+    }
+
+    #[test]
+    fn a_site_without_modify_policies_or_autonomy_never_overrides() {
+        let mut d = demo();
+        let mut no_modify =
+            card("edge-zone-a2", "edge-zone-a2", Some("region-a-control"), Level::Local, Autonomy::Full);
+        no_modify.can_modify_policies = false;
+        d.insert(no_modify);
+        let region = scope("region-a");
+        assert_eq!(
+            d.check_write(&site("edge-zone-a2"), &region, Kind::Policy, Some(true)).unwrap_err().rule,
+            Rule::ModifyPolicies
+        );
+        d.insert(card(
+            "edge-zone-a2",
+            "edge-zone-a2",
+            Some("region-a-control"),
+            Level::Local,
+            Autonomy::None,
+        ));
+        assert_eq!(
+            d.check_write(&site("edge-zone-a2"), &region, Kind::Policy, Some(true)).unwrap_err().rule,
+            Rule::NoAutonomy
+        );
+    }
+
+    #[test]
     fn a_parent_cycle_in_bad_data_terminates() {
         let mut d = Directory::new();
         d.insert(card("a", "a", Some("b"), Level::Local, Autonomy::Full));

@@ -76,6 +76,30 @@ impl Client {
         response.json::<T>().await.context("the site's answer is not the JSON expected")
     }
 
+    /// The site's address.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Who this client writes as.
+    pub fn author(&self) -> &str {
+        &self.author
+    }
+
+    /// `GET <path>?<query>` as typed JSON.
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> anyhow::Result<T> {
+        self.json(self.http.get(format!("{}{path}", self.base)).query(query)).await
+    }
+
+    /// `GET <path>` as JSON, whatever its shape.
+    pub async fn get_value(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        self.get_json(path, &[]).await
+    }
+
     pub async fn site(&self) -> anyhow::Result<SiteDocument> {
         self.json(self.http.get(format!("{}/v1/site", self.base))).await
     }
@@ -185,7 +209,7 @@ struct ProblemBody {
 
 /// The innermost cause of a transport error, which is the one that explains it
 /// (`Connection refused (os error 111)`).
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = err;
     while let Some(next) = cause.source() {
         cause = next;

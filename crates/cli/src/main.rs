@@ -1,11 +1,14 @@
 //! `souverix`: runs a control plane site (`serve`) and operates one from the command line.
 
+mod agent;
 mod client;
 mod commands;
 mod diff;
+mod fleet;
 mod manifest;
 mod output;
 mod serve;
+mod simulate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,6 +65,45 @@ enum Command {
         /// Where every site keeps its store (`<site-id>.sqlite3`).
         #[arg(long, default_value = "souverix-data")]
         data_dir: PathBuf,
+        /// Do not start the seed's simulated fleet (on by default for the embedded demo).
+        #[arg(long, conflicts_with = "fleet")]
+        no_fleet: bool,
+        /// Start the seed's simulated fleet also with --federation: the file must have the
+        /// seed's zones `edge-zone-a1`, `edge-zone-a2`, `edge-zone-b1` and `edge-zone-c`.
+        #[arg(long)]
+        fleet: bool,
+    },
+    /// Run a managed node's agent, or simulate many.
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
+    /// List the managed nodes that heartbeat to the site.
+    Nodes {
+        #[arg(long, value_parser = ["Live", "Delayed", "Offline"])]
+        status: Option<String>,
+        /// At most this many nodes (default: all).
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// List the objects in effect that some nodes have not applied in their current version.
+    Drift {
+        /// The site whose zone to look at: the site --server names or one of its direct
+        /// neighbours (default: the site --server names).
+        #[arg(long)]
+        site: Option<String>,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Print the seed's fleet view: the whole federation, or one site's children.
+    View {
+        /// Show this site's children (such as `region-a-control`) instead of the global view.
+        #[arg(long)]
+        site: Option<String>,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: fleet::ViewFormat,
     },
     /// Write one standalone site file per site of a federation, to run each site on its own
     /// machine with `souverix serve --config <file>`.
@@ -183,6 +225,54 @@ enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+enum AgentCommand {
+    /// Apply the objects in effect at the site of this node's zone to files in a directory,
+    /// each as `<apply-dir>/<Kind>/<scope>/<name>.json`, and heartbeat; until Ctrl-C.
+    Run {
+        /// The node's id (like an object name: lowercase letters, digits, `-` and `.`).
+        #[arg(long)]
+        node_id: String,
+        /// Where the objects in effect are written; `.souverix-applied.json` there records
+        /// which versions are applied.
+        #[arg(long)]
+        apply_dir: PathBuf,
+        /// How often to heartbeat and pick up changes.
+        #[arg(long, default_value = "5s")]
+        interval: config::Duration,
+    },
+    /// Run many simulated nodes in this process (nothing is written to disk), printing a
+    /// summary every interval; until Ctrl-C.
+    Simulate {
+        /// How many nodes.
+        #[arg(long)]
+        nodes: usize,
+        /// How often each heartbeats.
+        #[arg(long, default_value = "5s")]
+        interval: config::Duration,
+        /// Node ids are `<prefix>-<i>`, from 1, zero-padded to at least two digits.
+        #[arg(long, default_value = "sim-node")]
+        prefix: String,
+        /// How long applying one object takes.
+        #[arg(long, default_value = "200ms")]
+        apply_delay: config::Duration,
+        /// The share of object applications that fail (0.0 to 1.0).
+        #[arg(long, default_value_t = 0.0)]
+        failure_rate: f64,
+        /// How many nodes (the last ones) heartbeat only every --delayed-period while declaring
+        /// --interval, so the site marks them Delayed.
+        #[arg(long, default_value_t = 0)]
+        delayed: usize,
+        /// How often the delayed nodes heartbeat: the default lies between the sites' default
+        /// `delayed_after` (15s) and the demo's `offline_after` (60s).
+        #[arg(long, default_value = "30s")]
+        delayed_period: config::Duration,
+        /// Seeds start offsets, jitter and failures.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum SyncCommand {
     /// Each link: state, pending changes, debt and last sync.
     Status {
@@ -267,8 +357,47 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let author = cli.author.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "cli".to_owned());
     match cli.command {
         Command::Serve { config, listen, data_dir } => serve::serve(config, listen, data_dir).await,
-        Command::Demo { federation, base_port, data_dir } => {
-            serve::demo(federation, base_port, data_dir).await
+        Command::Demo { federation, base_port, data_dir, no_fleet, fleet } => {
+            // The seed's fleet runs by default only against the embedded demo federation.
+            let with_fleet = if federation.is_some() { fleet } else { !no_fleet };
+            serve::demo(federation, base_port, data_dir, with_fleet).await
+        }
+        Command::Agent { command: AgentCommand::Run { node_id, apply_dir, interval } } => {
+            serve::init_logging();
+            agent::run(&cli.server, &node_id, &apply_dir, interval.as_std()).await
+        }
+        Command::Agent {
+            command:
+                AgentCommand::Simulate {
+                    nodes,
+                    interval,
+                    prefix,
+                    apply_delay,
+                    failure_rate,
+                    delayed,
+                    delayed_period,
+                    seed,
+                },
+        } => {
+            serve::init_logging();
+            let group = simulate::Group { server: cli.server.clone(), prefix, nodes, delayed };
+            let plan = simulate::Plan {
+                interval: interval.as_std(),
+                delayed_period: delayed_period.as_std(),
+                apply_delay: apply_delay.as_std(),
+                failure_rate,
+                seed,
+            };
+            simulate::simulate(group, plan, interval.as_std()).await
+        }
+        Command::Nodes { status, limit, output } => {
+            fleet::nodes(&client(&cli.server, author)?, status, limit, output).await
+        }
+        Command::Drift { site, output } => {
+            fleet::drift(&client(&cli.server, author)?, site.as_deref(), output).await
+        }
+        Command::View { site, output } => {
+            fleet::view(&client(&cli.server, author)?, site.as_deref(), output).await
         }
         Command::Config { command: ConfigCommand::Check { file } } => serve::check(&file),
         Command::SiteFiles { federation, base_port, data_dir, out } => {

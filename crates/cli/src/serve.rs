@@ -9,6 +9,8 @@ use anyhow::Context;
 use config::{FederationConfig, SiteConfig};
 use server::{RunningSite, SystemClock};
 
+use crate::simulate;
+
 /// Checks a configuration file and prints what it resolves to.
 pub fn check(file: &Path) -> anyhow::Result<()> {
     let config = SiteConfig::load(file)?;
@@ -78,7 +80,14 @@ pub async fn serve(
 }
 
 /// Runs every site of a federation in this process, each on its own port with its own store.
-pub async fn demo(federation: Option<PathBuf>, base_port: u16, data_dir: PathBuf) -> anyhow::Result<()> {
+/// With `fleet`, the seed's simulated fleet ([`simulate::DEMO_FLEET`]) heartbeats to the zone
+/// sites once they run, and stops before them.
+pub async fn demo(
+    federation: Option<PathBuf>,
+    base_port: u16,
+    data_dir: PathBuf,
+    fleet: bool,
+) -> anyhow::Result<()> {
     init_logging();
     let federation = match &federation {
         Some(path) => FederationConfig::load(path)?,
@@ -102,10 +111,20 @@ pub async fn demo(federation: Option<PathBuf>, base_port: u16, data_dir: PathBuf
     for site in &sites {
         println!("{} {}", site.id, site.url);
     }
-    std::io::stdout().flush().ok();
-    tracing::info!(sites = sites.len(), data_dir = %data_dir.display(), "federation running; Ctrl-C stops it");
-    shutdown.await;
+    let fleet = if fleet { start_demo_fleet(&sites).map(Some) } else { Ok(None) };
     let mut failed = Vec::new();
+    match fleet {
+        Ok(fleet) => {
+            std::io::stdout().flush().ok();
+            tracing::info!(sites = sites.len(), data_dir = %data_dir.display(), "federation running; Ctrl-C stops it");
+            shutdown.await;
+            if let Some(fleet) = fleet {
+                fleet.stop().await;
+            }
+        }
+        // The sites run already: stop them cleanly before saying why the demo cannot go on.
+        Err(err) => failed.push(format!("the fleet did not start: {err:#}")),
+    }
     for site in sites {
         let id = site.id.clone();
         if let Err(err) = site.stop().await {
@@ -113,12 +132,23 @@ pub async fn demo(federation: Option<PathBuf>, base_port: u16, data_dir: PathBuf
         }
     }
     if !failed.is_empty() {
-        anyhow::bail!("some sites did not stop cleanly: {}", failed.join("; "));
+        anyhow::bail!("the demo did not end cleanly: {}", failed.join("; "));
     }
     Ok(())
 }
 
-fn init_logging() {
+/// Starts the seed's fleet against the zone sites among `sites`.
+fn start_demo_fleet(sites: &[RunningSite]) -> anyhow::Result<simulate::Fleet> {
+    let url_of = |id: &str| sites.iter().find(|s| s.id.as_str() == id).map(|s| s.url.clone());
+    let groups = simulate::demo_groups(url_of)?;
+    let fleet = simulate::Fleet::start(&groups, &simulate::demo_plan())?;
+    let described: Vec<String> =
+        groups.iter().map(|g| format!("{} nodes ({} delayed) at {}", g.nodes, g.delayed, g.server)).collect();
+    println!("fleet: {}", described.join(", "));
+    Ok(fleet)
+}
+
+pub(crate) fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
@@ -127,7 +157,7 @@ fn init_logging() {
 /// A future that completes on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when this
 /// is called, not when the future is first polled, so a signal that arrives as soon as the site
 /// has announced itself still shuts it down cleanly.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+pub(crate) fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -38,6 +38,16 @@ pub(crate) struct RawSite {
     pub trust_domain: Option<String>,
     pub peers: Option<BTreeMap<SiteId, String>>,
     pub webhooks: Option<Vec<RawWebhook>>,
+    pub status_interval: Option<Duration>,
+    pub nodes: Option<RawNodes>,
+}
+
+/// `Site.nodes`: when a managed node counts as delayed or offline.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNodes {
+    pub delayed_after: Option<Duration>,
+    pub offline_after: Option<Duration>,
 }
 
 /// One entry of `Site.webhooks`.

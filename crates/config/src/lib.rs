@@ -1,6 +1,7 @@
 //! A site's configuration file: the seed's `Authority` and `SyncStrategy` documents, accepted
 //! verbatim, plus a `Site` document with what a running site needs (listen address, data
-//! directory, peers' addresses, trust domain, when to count as isolated, webhooks). And a
+//! directory, peers' addresses, trust domain, when to count as isolated, webhooks, how often to publish
+//! the site's status summary and when a managed node counts as delayed or offline). And a
 //! federation file: the whole tree of sites, one such set of documents per site.
 //!
 //! [`SiteConfig::load`] reads a file and resolves it: defaults are applied and the documents
@@ -25,7 +26,8 @@ pub use federation::{EMBEDDED_DEMO, FederatedSite, FederationConfig, FederationR
 pub use site::{
     AutonomyConfig, ConflictPolicy, ConflictStrategy, DEFAULT_BATCH_SIZE, DEFAULT_DATA_DIR,
     DEFAULT_DOWNSTREAM_FREQUENCY, DEFAULT_ISOLATION_AFTER, DEFAULT_LISTEN, DEFAULT_MAX_CLOCK_SKEW,
+    DEFAULT_NODES_DELAYED_AFTER, DEFAULT_NODES_OFFLINE_AFTER, DEFAULT_STATUS_INTERVAL,
     DEFAULT_UPSTREAM_FREQUENCY, DownstreamLinks, EMBEDDED_DEFAULT, MAX_BATCH_SIZE, MAX_FILE_SIZE,
-    RetryPolicy, SiteConfig, SyncMode, UpstreamLink,
+    NodeThresholds, RetryPolicy, SiteConfig, SyncMode, UpstreamLink,
 };
 pub use webhook::{DEFAULT_WEBHOOK_EVENTS, EventKind, WebhookConfig};

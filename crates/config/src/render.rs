@@ -33,6 +33,14 @@ struct Site<'a> {
     peers: &'a BTreeMap<SiteId, String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     webhooks: Vec<Webhook<'a>>,
+    status_interval: Duration,
+    nodes: Nodes,
+}
+
+#[derive(Serialize)]
+struct Nodes {
+    delayed_after: Duration,
+    offline_after: Duration,
 }
 
 #[derive(Serialize)]
@@ -126,6 +134,11 @@ impl SiteConfig {
                     .iter()
                     .map(|h| Webhook { name: &h.name, url: &h.url, events: &h.events })
                     .collect(),
+                status_interval: self.status_interval,
+                nodes: Nodes {
+                    delayed_after: self.nodes.delayed_after,
+                    offline_after: self.nodes.offline_after,
+                },
             },
             authority: Authority {
                 level: self.level,

@@ -24,6 +24,13 @@ pub const DEFAULT_DATA_DIR: &str = "./souverix-data";
 pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
 /// `Site.isolation_after` when the file does not say.
 pub const DEFAULT_ISOLATION_AFTER: Duration = Duration::from_secs(5 * 60);
+/// `Site.status_interval` when the file does not say: how often the site publishes its
+/// `SiteStatus` summary.
+pub const DEFAULT_STATUS_INTERVAL: Duration = Duration::from_secs(30);
+/// `Site.nodes.delayed_after` when the file does not say.
+pub const DEFAULT_NODES_DELAYED_AFTER: Duration = Duration::from_secs(15);
+/// `Site.nodes.offline_after` when the file does not say.
+pub const DEFAULT_NODES_OFFLINE_AFTER: Duration = Duration::from_secs(5 * 60);
 /// `SyncStrategy.upstream.frequency` (or `Authority.sync.frequency`) when neither says.
 pub const DEFAULT_UPSTREAM_FREQUENCY: Duration = Duration::from_secs(15 * 60);
 /// `SyncStrategy.downstream.frequency` when the file does not say.
@@ -146,6 +153,22 @@ impl AutonomyConfig {
     }
 }
 
+/// `Site.nodes`: when a managed node of this site counts as `Delayed` or `Offline`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeThresholds {
+    /// No heartbeat for longer than this (or a heartbeat that came this much later than the
+    /// one before): `Delayed`. Default [`DEFAULT_NODES_DELAYED_AFTER`].
+    pub delayed_after: Duration,
+    /// No heartbeat for longer than this: `Offline`. Default [`DEFAULT_NODES_OFFLINE_AFTER`].
+    pub offline_after: Duration,
+}
+
+impl Default for NodeThresholds {
+    fn default() -> Self {
+        Self { delayed_after: DEFAULT_NODES_DELAYED_AFTER, offline_after: DEFAULT_NODES_OFFLINE_AFTER }
+    }
+}
+
 /// The link to the parent site.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamLink {
@@ -211,6 +234,11 @@ pub struct SiteConfig {
     pub conflicts: ConflictPolicy,
     /// `Site.webhooks`: where events are POSTed, in file order; empty when none.
     pub webhooks: Vec<WebhookConfig>,
+    /// How often the site writes its `SiteStatus` summary. `Site.status_interval`, default
+    /// [`DEFAULT_STATUS_INTERVAL`].
+    pub status_interval: Duration,
+    /// `Site.nodes`: the thresholds of managed nodes' status.
+    pub nodes: NodeThresholds,
 }
 
 impl SiteConfig {
@@ -341,6 +369,11 @@ impl SiteConfig {
             let events: Vec<&str> = hook.events.iter().map(|k| k.as_str()).collect();
             lines.push(format!("webhook {} to {} ({})", hook.name, hook.url, events.join(", ")));
         }
+        lines.push(format!("status summary every {}", self.status_interval));
+        lines.push(format!(
+            "nodes delayed after {} without a heartbeat, offline after {}",
+            self.nodes.delayed_after, self.nodes.offline_after
+        ));
         lines
     }
 }
@@ -564,6 +597,15 @@ impl<'a> Doc<'a> {
         };
 
         let webhooks = self.webhooks(&site)?;
+        let status_interval = site.status_interval.unwrap_or(DEFAULT_STATUS_INTERVAL);
+        if status_interval.is_zero() {
+            return Err(self.at(
+                &["Site", "status_interval"],
+                Target::Value,
+                format!("must be more than zero, such as `{DEFAULT_STATUS_INTERVAL}` (the default)"),
+            ));
+        }
+        let nodes = self.nodes(&site)?;
 
         Ok(SiteConfig {
             source: Some(self.file.to_owned()),
@@ -582,7 +624,45 @@ impl<'a> Doc<'a> {
             downstream,
             conflicts,
             webhooks,
+            status_interval,
+            nodes,
         })
+    }
+
+    /// `Site.nodes`: both thresholds more than zero, `offline_after` beyond `delayed_after`.
+    fn nodes(&self, site: &RawSite) -> Result<NodeThresholds, ConfigError> {
+        let raw = site.nodes.as_ref();
+        let defaults = NodeThresholds::default();
+        let delayed_after = raw.and_then(|n| n.delayed_after).unwrap_or(defaults.delayed_after);
+        let offline_after = raw.and_then(|n| n.offline_after).unwrap_or(defaults.offline_after);
+        if delayed_after.is_zero() {
+            return Err(self.at(
+                &["Site", "nodes", "delayed_after"],
+                Target::Value,
+                format!("must be more than zero: a heartbeat takes time to arrive; the default is `{DEFAULT_NODES_DELAYED_AFTER}`"),
+            ));
+        }
+        if offline_after <= delayed_after {
+            let given = |field: &str| {
+                raw.is_some_and(|n| match field {
+                    "offline_after" => n.offline_after.is_some(),
+                    _ => n.delayed_after.is_some(),
+                })
+            };
+            let field = if given("offline_after") || !given("delayed_after") {
+                "offline_after"
+            } else {
+                "delayed_after"
+            };
+            return Err(self.at(
+                &["Site", "nodes", field],
+                Target::Value,
+                format!(
+                    "`offline_after` ({offline_after}) must be longer than `delayed_after` ({delayed_after}): a node is delayed before it is offline"
+                ),
+            ));
+        }
+        Ok(NodeThresholds { delayed_after, offline_after })
     }
 
     /// `Site.webhooks`: label-like unique names, http(s) URLs, known event kinds listed once.

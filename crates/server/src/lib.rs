@@ -1,8 +1,10 @@
 //! One site's HTTP API: object documents under `/v1/objects`, their history, the audit log,
 //! the sync endpoints (`/v1/sync/...`, `/v1/links/{peer}/signal`), conflicts (`/v1/conflicts`),
-//! the event stream (`/v1/events`), webhook deliveries, `/healthz`, Prometheus `/metrics` and
-//! the OpenAPI document, over axum; and [`RunningSite`], a whole site (store, sync engine,
-//! webhooks, server) started from its configuration.
+//! the event stream (`/v1/events`), webhook deliveries, the fleet (node heartbeats under
+//! `/v1/nodes`, `/v1/effective`, `/v1/drift`, `/v1/views/...`; see docs/fleet.md), `/healthz`,
+//! Prometheus `/metrics` and the OpenAPI document, over axum; and [`RunningSite`], a whole site
+//! (store, sync engine, webhooks, the `SiteStatus` publisher, server) started from its
+//! configuration.
 //!
 //! [`router`] builds the routes over an [`AppState`]; [`run`] serves them on a listener until
 //! a shutdown future completes, then drains in-flight requests. The store is reached only
@@ -14,10 +16,13 @@ mod body;
 pub mod clock;
 mod conflicts_api;
 mod events_api;
+pub mod fleet;
+mod fleet_api;
 mod metrics;
 mod openapi;
 mod problem;
 pub mod site;
+pub mod site_status;
 mod sync_api;
 pub mod webhooks;
 
@@ -33,10 +38,13 @@ pub use api::{AuditItem, AuditPage, HistoryItem, HistoryPage, ObjectPage, SiteDo
 pub use clock::{Clock, SystemClock};
 pub use conflicts_api::{ConflictDetail, ConflictItem, ConflictPage, ConflictSideItem, Resolution};
 pub use events_api::EventItem;
+pub use fleet::{FleetView, NodeCounts, NodeStatus, SiteSummary, ViewItem};
+pub use fleet_api::{DriftReport, EffectiveSet, HeartbeatAnswer, NodeItem, NodePage};
 pub use metrics::Metrics;
 pub use openapi::openapi_document;
 pub use problem::{ApiError, Problem};
 pub use site::{RunningSite, SiteError};
+pub use site_status::Fleet;
 pub use webhooks::{DeliveryItem, DeliveryPage};
 
 /// The largest request body a site accepts unless configured otherwise.
@@ -62,10 +70,13 @@ pub struct AppState {
     /// Set to true when the site stops serving: long-lived responses (event streams) end, so
     /// graceful shutdown does not wait on them.
     pub shutdown: Arc<watch::Sender<bool>>,
+    /// Node thresholds, the status interval, autonomy, parent, and the objects in effect.
+    pub fleet: Arc<Fleet>,
 }
 
 impl AppState {
     pub fn new(site: SiteInfo, store: Arc<dyn Store>, engine: SyncEngine) -> Self {
+        let autonomy = site.level.default_autonomy();
         Self {
             site: Arc::new(site),
             store,
@@ -74,8 +85,21 @@ impl AppState {
             max_body: DEFAULT_MAX_BODY,
             engine,
             shutdown: Arc::new(watch::channel(false).0),
+            fleet: Arc::new(Fleet::new(
+                fleet::Thresholds {
+                    delayed_after_ms: millis(config::DEFAULT_NODES_DELAYED_AFTER.as_std()),
+                    offline_after_ms: millis(config::DEFAULT_NODES_OFFLINE_AFTER.as_std()),
+                },
+                config::DEFAULT_STATUS_INTERVAL.as_std(),
+                autonomy,
+                None,
+            )),
         }
     }
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The site's routes.

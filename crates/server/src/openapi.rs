@@ -8,7 +8,7 @@ use crate::api;
 #[openapi(
     info(
         title = "Souverix Federation site API",
-        description = "One control plane site: versioned objects, their history, the audit log, sync, conflicts, events and webhook deliveries."
+        description = "One control plane site: versioned objects, their history, the audit log, sync, conflicts, events, webhook deliveries, and the fleet (nodes, objects in effect, drift, views)."
     ),
     paths(
         api::put_object,
@@ -27,6 +27,12 @@ use crate::api;
         crate::conflicts_api::resolve_conflict,
         crate::events_api::events,
         crate::webhooks::deliveries,
+        crate::fleet_api::heartbeat,
+        crate::fleet_api::list_nodes,
+        crate::fleet_api::effective,
+        crate::fleet_api::drift,
+        crate::fleet_api::global_view,
+        crate::fleet_api::site_view,
     ),
     components(schemas(
         model::ObjectDocument,
@@ -48,6 +54,22 @@ use crate::api;
         crate::events_api::EventItem,
         crate::webhooks::DeliveryItem,
         crate::webhooks::DeliveryPage,
+        crate::fleet_api::HeartbeatBody,
+        crate::fleet_api::Health,
+        crate::fleet_api::HeartbeatAnswer,
+        crate::fleet_api::NodeItem,
+        crate::fleet_api::NodePage,
+        crate::fleet_api::EffectiveSet,
+        crate::fleet_api::DriftNode,
+        crate::fleet_api::DriftObject,
+        crate::fleet_api::DriftReport,
+        crate::fleet::FleetView,
+        crate::fleet::ViewItem,
+        crate::fleet::NodeCounts,
+        crate::fleet::SiteSummary,
+        crate::fleet::AutonomyState,
+        crate::fleet::SummaryLink,
+        crate::fleet::Totals,
     ))
 )]
 struct ApiDoc;

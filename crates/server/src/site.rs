@@ -1,5 +1,5 @@
-//! A running site: its store, its sync engine, its webhooks and its HTTP server, started from
-//! a `SiteConfig` and stopped cleanly.
+//! A running site: its store, its sync engine, its webhooks, its `SiteStatus` publisher and its
+//! HTTP server, started from a `SiteConfig` and stopped cleanly.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use store::{SqliteStore, StoreError};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::site_status::{Fleet, Publisher};
 use crate::webhooks::Webhooks;
 use crate::{AppState, SiteInfo};
 
@@ -101,6 +102,7 @@ pub struct RunningSite {
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::io::Result<()>>,
     webhooks: Webhooks,
+    publisher: Publisher,
 }
 
 impl RunningSite {
@@ -129,6 +131,7 @@ impl RunningSite {
         let info = SiteInfo { id: id.clone(), scope: config.scope.clone(), level: config.level };
         let mut state = AppState::new(info, store.clone(), engine.clone());
         state.clock = clock.clone();
+        state.fleet = Arc::new(Fleet::from_config(config));
         let webhooks =
             match Webhooks::start(id.clone(), &config.webhooks, store.clone(), clock, state.metrics.clone())
                 .await
@@ -139,16 +142,28 @@ impl RunningSite {
                     return Err(err.into());
                 }
             };
+        let publisher = Publisher::start(state.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(crate::run(listener, state, async {
             let _ = stopped.await;
         }));
-        Ok(RunningSite { id, url, store_path: path, store, engine, stop: Some(stop), server, webhooks })
+        Ok(RunningSite {
+            id,
+            url,
+            store_path: path,
+            store,
+            engine,
+            stop: Some(stop),
+            server,
+            webhooks,
+            publisher,
+        })
     }
 
-    /// Stops serving (ending event streams, finishing requests in flight), then stops the
-    /// webhooks and the sync engine.
+    /// Stops the `SiteStatus` publisher, stops serving (ending event streams, finishing
+    /// requests in flight), then stops the webhooks and the sync engine.
     pub async fn stop(mut self) -> Result<(), SiteError> {
+        self.publisher.stop().await;
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -35,8 +35,10 @@ use crate::{
 };
 
 mod conflicts;
+mod nodes;
 mod replication;
 pub use conflicts::*;
+pub use nodes::*;
 pub use replication::*;
 
 /// What a backend provides to run the suite.
@@ -194,6 +196,8 @@ pub const CASES: &[(&str, Case)] = &[
     ("webhook_deliveries_and_cursors_round_trip", webhook_deliveries_and_cursors_round_trip),
     ("link_peer_sites_round_trip_across_reopen", link_peer_sites_round_trip_across_reopen),
     ("conflicts_list_newest_first_and_filter", conflicts_list_newest_first_and_filter),
+    ("a_heartbeat_registers_then_updates_a_node", a_heartbeat_registers_then_updates_a_node),
+    ("nodes_page_in_id_order", nodes_page_in_id_order),
 ];
 
 /// Runs every case of [`CASES`] in turn (not the property tests).
@@ -254,6 +258,8 @@ macro_rules! conformance_tests {
             webhook_deliveries_and_cursors_round_trip,
             link_peer_sites_round_trip_across_reopen,
             conflicts_list_newest_first_and_filter,
+            a_heartbeat_registers_then_updates_a_node,
+            nodes_page_in_id_order,
         ]);
 
         #[test]

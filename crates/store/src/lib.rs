@@ -24,10 +24,13 @@
 //! Besides the audit log, the store keeps an append-only event log (writes, deletes and
 //! conflicts it records itself; refusals and link changes its callers append) for the event
 //! stream and webhooks, and the log of webhook deliveries.
+//!
+//! It also keeps the records of the managed nodes that heartbeat to this site ([`NodeRecord`]):
+//! site-local state that never enters the change log, so it never replicates.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use model::{Hlc, Kind, ObjectKey, Scope, SiteId, StoredObject, Version, VersionId};
+use model::{Hlc, Kind, ObjectKey, ObjectName, Scope, SiteId, StoredObject, Version, VersionId};
 
 mod conflicts;
 #[cfg(feature = "conformance")]
@@ -336,6 +339,45 @@ pub trait Store: Send + Sync {
     fn webhook_cursor(&self, webhook: &str) -> Result<u64, StoreError>;
 
     fn save_webhook_cursor(&self, webhook: &str, seq: u64) -> Result<(), StoreError>;
+
+    // Managed nodes: site-local records, never replicated.
+
+    /// Records a node's heartbeat durably: registers the node on its first heartbeat, else
+    /// replaces its record, keeping the previous heartbeat's time as `previous_heartbeat_ms`.
+    /// Returns the record as stored.
+    fn record_heartbeat(&self, heartbeat: &Heartbeat) -> Result<NodeRecord, StoreError>;
+
+    /// Node records in id order (byte by byte), starting after `after`, at most
+    /// [`clamp_limit`]`(limit)`.
+    fn nodes(&self, after: Option<&ObjectName>, limit: usize) -> Result<Vec<NodeRecord>, StoreError>;
+}
+
+/// A heartbeat of a managed node, as the site received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// The node's id: an object-name-like id, such as `a2-node-07`.
+    pub node: ObjectName,
+    /// When the site received it (ms since the epoch).
+    pub at_ms: u64,
+    pub interval_seconds: u32,
+    pub software_version: String,
+    /// `healthy`, `degraded` or `failing`.
+    pub health: String,
+    /// The version of each object the node has applied: `Kind/scope/name` → version id.
+    pub applied: BTreeMap<String, String>,
+}
+
+/// What the site knows of a managed node: its last heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRecord {
+    pub id: ObjectName,
+    pub last_heartbeat_ms: u64,
+    /// The heartbeat before the last one; `None` after the first.
+    pub previous_heartbeat_ms: Option<u64>,
+    pub interval_seconds: u32,
+    pub software_version: String,
+    pub health: String,
+    pub applied: BTreeMap<String, String>,
 }
 
 /// What decides conflicts while a batch is applied: the sync engine implements it from its

@@ -9,7 +9,8 @@
 //! it came on, when it was accepted and its size (so sync debt is one query). `links` keeps the
 //! sync engine's record of each link. `conflicts` keeps the conflict records (with both sides'
 //! vectors, to tell which later version resolves one), `events` the append-only event log,
-//! `webhook_deliveries` and `webhook_cursors` what the webhook sender did. Labels, specs,
+//! `webhook_deliveries` and `webhook_cursors` what the webhook sender did, `nodes` the last
+//! heartbeat of each managed node. Labels, specs,
 //! version vectors, scope sets, site cards and event data are stored as JSON text. The schema
 //! is versioned in the `meta` table and migrated on open.
 
@@ -33,9 +34,9 @@ use crate::local_write::{refusal, stamp};
 use crate::remote::Current;
 use crate::{
     ApplyError, ApplyReport, AuditEntry, AuditRecord, Change, Committed, ConflictFilter, ConflictPolicy,
-    ConflictRecord, ConflictSide, ConflictStatus, Debt, Delivery, DeliveryEntry, Event, HistoryEntry,
-    LinkBatch, LinkQuery, LinkRecord, ListFilter, LocalWrite, MAX_LINK_BATCH, NewEvent, RemoteVersion,
-    SkewRefusal, Store, StoreError, WriteError, clamp_limit, remote,
+    ConflictRecord, ConflictSide, ConflictStatus, Debt, Delivery, DeliveryEntry, Event, Heartbeat,
+    HistoryEntry, LinkBatch, LinkQuery, LinkRecord, ListFilter, LocalWrite, MAX_LINK_BATCH, NewEvent,
+    NodeRecord, RemoteVersion, SkewRefusal, Store, StoreError, WriteError, clamp_limit, remote,
 };
 
 /// How many read-only connections serve reads.
@@ -45,7 +46,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `MIGRATIONS[n]` brings a store from schema version `n` to `n + 1`. Version 0 is a new file
 /// with only its `meta` table.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
 
 const META: &str = "
 CREATE TABLE meta (
@@ -214,6 +215,23 @@ CREATE TABLE webhook_cursors (
 -- The site directory each peer last sent (a JSON array of site cards).
 ALTER TABLE links ADD COLUMN peer_sites TEXT NOT NULL DEFAULT '[]';
 ";
+
+const SCHEMA_V4: &str = "
+-- Managed nodes that heartbeat to this site: site-local, never in the change log. `applied`
+-- is a JSON object, `Kind/scope/name` -> version id.
+CREATE TABLE nodes (
+    id                    TEXT PRIMARY KEY,
+    last_heartbeat_ms     INTEGER NOT NULL CHECK (last_heartbeat_ms >= 0),
+    previous_heartbeat_ms INTEGER CHECK (previous_heartbeat_ms >= 0),
+    interval_seconds      INTEGER NOT NULL CHECK (interval_seconds >= 0),
+    software_version      TEXT NOT NULL,
+    health                TEXT NOT NULL,
+    applied               TEXT NOT NULL
+) STRICT, WITHOUT ROWID;
+";
+
+const NODE_COLUMNS: &str =
+    "id, last_heartbeat_ms, previous_heartbeat_ms, interval_seconds, software_version, health, applied";
 
 /// The columns of a version, in the order [`RawVersion::read`] expects them.
 const VERSION_COLUMNS: &str = "v.id, v.kind, v.scope, v.name, v.hlc_wall, v.hlc_logical, v.origin, \
@@ -1821,6 +1839,72 @@ impl Store for SqliteStore {
             .during(context)?;
         Ok(())
     }
+
+    fn record_heartbeat(&self, heartbeat: &Heartbeat) -> Result<NodeRecord, StoreError> {
+        let context = "recording a heartbeat";
+        let applied = serde_json::to_string(&heartbeat.applied).map_err(encoding("applied versions"))?;
+        let conn = self.writer();
+        let raw = conn
+            .prepare_cached(&format!(
+                "INSERT INTO nodes ({NODE_COLUMNS}) VALUES (?1, ?2, NULL, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (id) DO UPDATE SET previous_heartbeat_ms = nodes.last_heartbeat_ms, \
+                 last_heartbeat_ms = excluded.last_heartbeat_ms, interval_seconds = excluded.interval_seconds, \
+                 software_version = excluded.software_version, health = excluded.health, \
+                 applied = excluded.applied \
+                 RETURNING {NODE_COLUMNS}"
+            ))
+            .during(context)?
+            .query_row(
+                params![
+                    heartbeat.node.as_str(),
+                    sql_position(heartbeat.at_ms),
+                    heartbeat.interval_seconds,
+                    heartbeat.software_version,
+                    heartbeat.health,
+                    applied,
+                ],
+                read_node,
+            )
+            .during(context)?;
+        decode_node(raw)
+    }
+
+    fn nodes(&self, after: Option<&ObjectName>, limit: usize) -> Result<Vec<NodeRecord>, StoreError> {
+        query_all(
+            &self.reader(),
+            "reading node records",
+            &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id > ?1 ORDER BY id LIMIT ?2"),
+            params![after.map_or("", ObjectName::as_str), sql_limit(limit)],
+            read_node,
+            decode_node,
+        )
+    }
+}
+
+/// A node row as SQLite returns it.
+type RawNode = (String, i64, Option<i64>, i64, String, String, String);
+
+fn read_node(row: &Row<'_>) -> rusqlite::Result<RawNode> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?))
+}
+
+fn decode_node(
+    (id, last, previous, interval, software_version, health, applied): RawNode,
+) -> Result<NodeRecord, StoreError> {
+    let row = id.clone();
+    let id = ObjectName::new(id).map_err(|e| corrupt("nodes", &row, "id", e))?;
+    Ok(NodeRecord {
+        id,
+        last_heartbeat_ms: to_u64("nodes", &row, "last_heartbeat_ms", last)?,
+        previous_heartbeat_ms: previous
+            .map(|p| to_u64("nodes", &row, "previous_heartbeat_ms", p))
+            .transpose()?,
+        interval_seconds: u32::try_from(interval)
+            .map_err(|_| corrupt("nodes", &row, "interval_seconds", format!("{interval} is out of range")))?,
+        software_version,
+        health,
+        applied: serde_json::from_str(&applied).map_err(|e| corrupt("nodes", &row, "applied", e))?,
+    })
 }
 
 #[cfg(test)]
@@ -1892,7 +1976,7 @@ mod tests {
             .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, SqliteStore::SCHEMA_VERSION.to_string());
-        assert_eq!(SqliteStore::SCHEMA_VERSION, 3);
+        assert_eq!(SqliteStore::SCHEMA_VERSION, 4);
 
         let a = store.get(&key("a")).unwrap().unwrap();
         assert_eq!(a.context, a.version.vv, "the context of an old object is its current vector");
@@ -2016,6 +2100,54 @@ mod version_2 {
         assert_eq!(conflicts.len(), 1);
         assert_eq!(conflicts[0].winner, remote.version.id());
         assert_eq!(store.events(0, 10).unwrap().len(), 2, "the write and the conflict");
+    }
+}
+
+/// A store written by the build before node records (schema version 3) opens and migrates: its
+/// objects stay, and it starts with no nodes.
+#[cfg(test)]
+mod version_3 {
+    use super::*;
+    use crate::Heartbeat;
+
+    #[test]
+    fn a_version_3_store_migrates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("site.db");
+        let me = SiteId::new("edge-zone-a2").unwrap();
+        let key = ObjectKey::new(Kind::Policy, Scope::new("global").unwrap(), ObjectName::new("p").unwrap());
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            if migrate_to(&mut conn, &path, &me, 3).is_err() {
+                panic!("creating a version 3 store");
+            }
+            conn.execute_batch(
+                r#"
+                INSERT INTO versions (id, kind, scope, name, hlc_wall, hlc_logical, origin, vv, author,
+                                      content_hash, deleted, labels, spec) VALUES
+                    (1, 'Policy', 'global', 'p', 1764000000000, 0, 'edge-zone-a2', '{"edge-zone-a2":1}',
+                     'alice', 'h1', 0, '{}', '{"v":1}');
+                INSERT INTO objects (kind, scope, name, version_id, created_wall, created_logical, context)
+                    VALUES ('Policy', 'global', 'p', 1, 1764000000000, 0, '{"edge-zone-a2":1}');
+                INSERT INTO changes (version_id, from_site, recorded_ms, bytes)
+                    VALUES (1, NULL, 1764000000000, 9);
+                "#,
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path, me, 60_000).unwrap();
+        assert_eq!(store.get(&key).unwrap().expect("the object stays").spec, serde_json::json!({"v": 1}));
+        assert!(store.nodes(None, 0).unwrap().is_empty());
+        let beat = Heartbeat {
+            node: ObjectName::new("a2-node-01").unwrap(),
+            at_ms: 1_764_000_000_000,
+            interval_seconds: 5,
+            software_version: "1.0.0".into(),
+            health: "healthy".into(),
+            applied: BTreeMap::new(),
+        };
+        store.record_heartbeat(&beat).unwrap();
+        assert_eq!(store.nodes(None, 0).unwrap().len(), 1);
     }
 }
 

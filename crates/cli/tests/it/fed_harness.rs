@@ -31,6 +31,10 @@ pub const DEMO_SITES: [&str; 7] = [
     "edge-zone-c",
 ];
 
+/// How often the sync tests' sites publish their `SiteStatus` summaries: rarely enough that
+/// none is written while a test counts pending changes.
+const QUIET_STATUS_INTERVAL: config::Duration = config::Duration::from_secs(3600);
+
 /// How long a test waits for a site to start or a port to free up.
 const START_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -283,14 +287,19 @@ impl Federation {
         Federation::start_with(|_| {}).await
     }
 
-    /// Starts the seven demo sites after `adjust` has changed their configurations.
+    /// Starts the seven demo sites after `adjust` has changed their configurations. Each site
+    /// publishes its `SiteStatus` summary hourly unless `adjust` says otherwise (the demo: every
+    /// 2 s), so the sync tests can count the changes pending on a link exactly.
     pub async fn start_with(adjust: impl Fn(&mut SiteConfig)) -> Federation {
         let dir = tempfile::tempdir().expect("a temporary data directory");
         let (base, listeners) = bind_consecutive(u16::try_from(DEMO_SITES.len()).expect("seven")).await;
         let mut configs = FederationConfig::embedded_demo()
             .site_configs_for_run(base, dir.path())
             .expect("the demo laid out on free ports");
-        configs.iter_mut().for_each(&adjust);
+        for config in &mut configs {
+            config.status_interval = QUIET_STATUS_INTERVAL;
+            adjust(config);
+        }
         let mut sites = Vec::new();
         for (config, listener) in configs.iter().zip(listeners) {
             assert_eq!(config.site_id().as_str(), DEMO_SITES[sites.len()], "the demo's sites in file order");
@@ -459,6 +468,9 @@ impl ProcessFederation {
         let data = dir.path().join("data");
         for id in DEMO_SITES {
             let file = federation.render_site_file(&site_id(id), base_port, &data).expect("a site file");
+            // Summaries hourly, as in `Federation::start_with`.
+            let quiet = format!("status_interval: {QUIET_STATUS_INTERVAL}");
+            let file = file.replace("status_interval: 2s", &quiet);
             std::fs::write(dir.path().join(format!("{id}.yaml")), file).expect("write the site file");
         }
         ProcessFederation { api: Api::new(), base_port, dir, running: BTreeMap::new() }

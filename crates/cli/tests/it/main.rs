@@ -8,5 +8,6 @@ mod durability;
 mod fed_harness;
 mod federation;
 mod federation_processes;
+mod fleet;
 mod harness;
 mod operate;

@@ -205,6 +205,26 @@ fn bad_values_of_site_fields_say_what_is_expected() {
             "site.yaml:3:20: Site.isolation_after: must be more than zero: every link drops now and then; the default is `5m`",
         ),
         (
+            "Site:\n  id: a\n  status_interval: 0s\n",
+            "site.yaml:3:20: Site.status_interval: must be more than zero, such as `30s` (the default)",
+        ),
+        (
+            "Site:\n  id: a\n  nodes:\n    delayed_after: 0s\n",
+            "site.yaml:4:20: Site.nodes.delayed_after: must be more than zero",
+        ),
+        (
+            "Site:\n  id: a\n  nodes:\n    delayed_after: 1m\n    offline_after: 30s\n",
+            "site.yaml:5:20: Site.nodes.offline_after: `offline_after` (30s) must be longer than `delayed_after` (1m)",
+        ),
+        (
+            "Site:\n  id: a\n  nodes:\n    delayed_after: 10m\n",
+            "site.yaml:4:20: Site.nodes.delayed_after: `offline_after` (5m) must be longer than `delayed_after` (10m)",
+        ),
+        (
+            "Site:\n  id: a\n  nodes:\n    late_after: 1m\n",
+            "site.yaml:4:5: Site.nodes.late_after: unknown field",
+        ),
+        (
             "Site:\n  id: a\n  isolation_after: soon\n",
             "site.yaml:3:20: Site.isolation_after: `soon` is not a duration",
         ),

@@ -117,6 +117,12 @@ fn the_embedded_demo_is_the_seeds_federation_model() {
         assert_eq!(config.scope.as_str(), scope, "{id}");
         assert_eq!(config.trust_domain, trust_domain, "{id}");
         assert_eq!(config.isolation_after.as_std(), Duration::from_secs(5), "{id}");
+        assert_eq!(config.status_interval.as_std(), Duration::from_secs(2), "{id}");
+        assert_eq!(
+            (config.nodes.delayed_after.as_std(), config.nodes.offline_after.as_std()),
+            (Duration::from_secs(15), Duration::from_secs(60)),
+            "{id}"
+        );
         assert_eq!(config.source.as_deref(), Some(Path::new("<embedded demo-federation.yaml>")));
         let up = config.upstream.as_ref().map(|up| (up.mode, up.frequency.as_std().as_secs()));
         assert_eq!(up, upstream, "{id}");
@@ -158,6 +164,8 @@ fn region_a_in_the_demo_is_the_seeds_snippets_with_frequencies_in_seconds() {
     up.frequency = Duration::from_secs(15).into();
     from_seed.downstream.frequency = Duration::from_secs(2).into();
     from_seed.isolation_after = Duration::from_secs(5).into();
+    from_seed.status_interval = Duration::from_secs(2).into();
+    from_seed.nodes.offline_after = Duration::from_secs(60).into();
     from_seed.source = from_demo.source.clone();
     from_seed.data_dir = from_demo.data_dir.clone();
     assert_eq!(from_demo, from_seed);

@@ -13,6 +13,9 @@ fn a_file_with_every_field_is_read_as_written() {
     assert_eq!(config.listen, "127.0.0.1:7401".parse().expect("addr"));
     assert_eq!(config.max_clock_skew.to_string(), "2m30s");
     assert_eq!(config.isolation_after.to_string(), "45s");
+    assert_eq!(config.status_interval.to_string(), "10s");
+    assert_eq!(config.nodes.delayed_after.to_string(), "20s");
+    assert_eq!(config.nodes.offline_after.to_string(), "2m");
     assert_eq!(config.trust_domain, "region-a-pki");
     assert_eq!(config.autonomy.mode, Autonomy::Conditional);
     assert!(!config.autonomy.can_deploy_versions);
@@ -65,6 +68,15 @@ fn the_embedded_default_is_a_lone_global_site() {
     assert!(config.upstream.is_none());
     assert!(config.downstream.targets.is_empty());
     assert_eq!(config.isolation_after, config::DEFAULT_ISOLATION_AFTER);
+    assert_eq!(config.status_interval.to_string(), "30s");
+    assert_eq!(config.nodes.delayed_after.to_string(), "15s");
+    assert_eq!(config.nodes.offline_after.to_string(), "5m");
+    assert!(config.describe().contains(&"status summary every 30s".to_owned()));
+    assert!(
+        config
+            .describe()
+            .contains(&"nodes delayed after 15s without a heartbeat, offline after 5m".to_owned())
+    );
     assert_eq!(config.trust_domain, "global", "the trust domain defaults to the scope");
     assert_eq!(config.source, None);
     assert_eq!(config.describe()[0], "embedded default configuration");

@@ -19,8 +19,10 @@ impl Site {
         Site::start_with(SiteConfig::embedded_default()).await
     }
 
-    /// A site with this configuration, in a temporary data directory.
-    pub async fn start_with(config: SiteConfig) -> Site {
+    /// A site with this configuration, in a temporary data directory. Its `SiteStatus`
+    /// publisher is held off (an interval of a day), so the site writes nothing on its own.
+    pub async fn start_with(mut config: SiteConfig) -> Site {
+        config.status_interval = std::time::Duration::from_secs(86_400).into();
         let dir = tempfile::tempdir().expect("temp dir");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let running = RunningSite::start(&config, dir.path(), listener, Arc::new(SystemClock))

@@ -3,5 +3,6 @@
 mod api;
 mod conflicts;
 mod events;
+mod fleet;
 mod harness;
 mod webhooks;

@@ -175,7 +175,7 @@ pub async fn audit(
     })
 }
 
-/// Seconds as the seed writes durations: `42s`, `12.5m`, `3.75h`.
+/// Seconds as the design writes durations: `42s`, `12.5m`, `3.75h`.
 pub fn human_age(seconds: f64) -> String {
     let trim = |v: f64| {
         let s = format!("{v:.2}");

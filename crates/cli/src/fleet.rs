@@ -1,5 +1,5 @@
 //! `souverix nodes`, `souverix drift` and `souverix view`: the fleet as a site sees it
-//! (docs/fleet.md), and the seed's box-drawing views.
+//! (docs/fleet.md), and the design's box-drawing views.
 
 use anyhow::Context;
 use clap::ValueEnum;
@@ -114,10 +114,10 @@ pub enum ViewKind {
     Site,
 }
 
-/// The lines shown under one item, in the seed's order.
+/// The lines shown under one item, in the design's order.
 fn item_lines(item: &ViewItem, kind: ViewKind) -> Vec<String> {
     let mut lines = vec![format!("Nodes: {}", item.nodes.total), format!("Status: {}", item.status)];
-    // The seed's global view shows `Drift: 0 objects` for a region but no Drift line for the
+    // The design's global view shows `Drift: 0 objects` for a region but no Drift line for the
     // autonomous zone C: an item with children always shows its drift there, a zone (like in
     // the site view) only when it has some.
     let show_drift = match kind {
@@ -137,7 +137,7 @@ fn item_lines(item: &ViewItem, kind: ViewKind) -> Vec<String> {
     lines
 }
 
-/// The view as the seed draws it: the title, then each item with its lines as a tree.
+/// The view as the design draws it: the title, then each item with its lines as a tree.
 pub fn render(view: &View, kind: ViewKind) -> String {
     let mut out = format!("{}\n", view.title);
     for (i, item) in view.items.iter().enumerate() {

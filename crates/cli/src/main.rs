@@ -52,7 +52,7 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-    /// Run a whole federation in this process (default: the seven sites of the seed's
+    /// Run a whole federation in this process (default: the seven sites of the design's
     /// federation model, frequencies scaled to seconds), each site on its own port with its own
     /// store under one data directory. Ctrl-C stops them; running it again resumes.
     Demo {
@@ -65,10 +65,10 @@ enum Command {
         /// Where every site keeps its store (`<site-id>.sqlite3`).
         #[arg(long, default_value = "souverix-data")]
         data_dir: PathBuf,
-        /// Do not start the seed's simulated fleet (on by default for the embedded demo).
+        /// Do not start the design's simulated fleet (on by default for the embedded demo).
         #[arg(long, conflicts_with = "fleet")]
         no_fleet: bool,
-        /// Start the seed's simulated fleet also with --federation: the file must have the
+        /// Start the design's simulated fleet also with --federation: the file must have the
         /// seed's zones `edge-zone-a1`, `edge-zone-a2`, `edge-zone-b1` and `edge-zone-c`.
         #[arg(long)]
         fleet: bool,
@@ -97,7 +97,7 @@ enum Command {
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
         output: Format,
     },
-    /// Print the seed's fleet view: the whole federation, or one site's children.
+    /// Print the design's fleet view: the whole federation, or one site's children.
     View {
         /// Show this site's children (such as `region-a-control`) instead of the global view.
         #[arg(long)]
@@ -358,7 +358,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config, listen, data_dir } => serve::serve(config, listen, data_dir).await,
         Command::Demo { federation, base_port, data_dir, no_fleet, fleet } => {
-            // The seed's fleet runs by default only against the embedded demo federation.
+            // The design's fleet runs by default only against the embedded demo federation.
             let with_fleet = if federation.is_some() { fleet } else { !no_fleet };
             serve::demo(federation, base_port, data_dir, with_fleet).await
         }

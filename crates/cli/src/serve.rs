@@ -80,7 +80,7 @@ pub async fn serve(
 }
 
 /// Runs every site of a federation in this process, each on its own port with its own store.
-/// With `fleet`, the seed's simulated fleet ([`simulate::DEMO_FLEET`]) heartbeats to the zone
+/// With `fleet`, the design's simulated fleet ([`simulate::DEMO_FLEET`]) heartbeats to the zone
 /// sites once they run, and stops before them.
 pub async fn demo(
     federation: Option<PathBuf>,
@@ -137,7 +137,7 @@ pub async fn demo(
     Ok(())
 }
 
-/// Starts the seed's fleet against the zone sites among `sites`.
+/// Starts the design's fleet against the zone sites among `sites`.
 fn start_demo_fleet(sites: &[RunningSite]) -> anyhow::Result<simulate::Fleet> {
     let url_of = |id: &str| sites.iter().find(|s| s.id.as_str() == id).map(|s| s.url.clone());
     let groups = simulate::demo_groups(url_of)?;

@@ -160,7 +160,7 @@ impl Fleet {
     }
 }
 
-/// The seed's fleet for the demo federation: (zone site, node id prefix, nodes, delayed).
+/// The design's fleet for the demo federation: (zone site, node id prefix, nodes, delayed).
 pub const DEMO_FLEET: [(&str, &str, usize, usize); 4] = [
     ("edge-zone-a1", "a1-node", 25, 0),
     ("edge-zone-a2", "a2-node", 25, 2),
@@ -180,14 +180,16 @@ pub fn demo_plan() -> Plan {
     }
 }
 
-/// The demo fleet's groups, given each site's URL; fails when a zone of the seed's fleet is not
+/// The demo fleet's groups, given each site's URL; fails when a zone of the design's fleet is not
 /// a site of the federation.
 pub fn demo_groups(url_of: impl Fn(&str) -> Option<String>) -> anyhow::Result<Vec<Group>> {
     DEMO_FLEET
         .iter()
         .map(|&(site, prefix, nodes, delayed)| {
             let server = url_of(site).ok_or_else(|| {
-                anyhow::anyhow!("the seed's fleet needs a site `{site}`, which this federation does not have")
+                anyhow::anyhow!(
+                    "the design's fleet needs a site `{site}`, which this federation does not have"
+                )
             })?;
             Ok(Group { server, prefix: prefix.to_owned(), nodes, delayed })
         })

@@ -1,9 +1,9 @@
-//! A federation file: the whole tree of sites (the seed's Federation Model) in one file, for
+//! A federation file: the whole tree of sites (the design's Federation Model) in one file, for
 //! `souverix demo` and for tests.
 //!
 //! ```yaml
 //! Federation:
-//!   name: seed-demo
+//!   name: demo
 //!   sites:
 //!     global-control:             # the key is the site id
 //!       Site: {trust_domain: global}
@@ -35,7 +35,7 @@ use crate::file::{RawFederationFile, RawFile};
 use crate::locate::{FieldPath, Target};
 use crate::site::{Doc, MAX_FILE_SIZE, SiteConfig, label_problem, read_bounded};
 
-/// The seed's Federation Model as a federation file, with frequencies scaled from minutes to
+/// The design's Federation Model as a federation file, with frequencies scaled from minutes to
 /// seconds so that a person watching sees changes move. Also `crates/config/demo-federation.yaml`.
 pub const EMBEDDED_DEMO: &str = include_str!("../demo-federation.yaml");
 
@@ -131,7 +131,7 @@ impl FederationConfig {
                 &["Federation", "name"],
                 Target::Value,
                 format!(
-                    "`{name}` is not a federation name: {problem}; use lowercase letters, digits and `-`, such as `seed-demo`"
+                    "`{name}` is not a federation name: {problem}; use lowercase letters, digits and `-`, such as `demo`"
                 ),
             ));
         }
@@ -146,7 +146,7 @@ impl FederationConfig {
         Ok(FederationConfig { name, source: file.to_owned(), sites, index })
     }
 
-    /// [`EMBEDDED_DEMO`], the seed's seven sites: `global-control`; `region-a-control` with
+    /// [`EMBEDDED_DEMO`], the design's seven sites: `global-control`; `region-a-control` with
     /// `edge-zone-a1` and `edge-zone-a2`; `region-b-control` with `edge-zone-b1`; `edge-zone-c`.
     pub fn embedded_demo() -> FederationConfig {
         Self::parse(EMBEDDED_DEMO, EMBEDDED_DEMO_FILE, Path::new(""))

@@ -1,4 +1,4 @@
-//! A site's configuration file: the seed's `Authority` and `SyncStrategy` documents, accepted
+//! A site's configuration file: the design's `Authority` and `SyncStrategy` documents, accepted
 //! verbatim, plus a `Site` document with what a running site needs (listen address, data
 //! directory, peers' addresses, trust domain, when to count as isolated, webhooks, how often to publish
 //! the site's status summary and when a managed node counts as delayed or offline). And a
@@ -7,7 +7,7 @@
 //! [`SiteConfig::load`] reads a file and resolves it: defaults are applied and the documents
 //! are checked against each other. [`FederationConfig::load`] does the same for every site of
 //! a federation file and checks that they form a tree under one global site;
-//! [`FederationConfig::embedded_demo`] is the seed's Federation Model. Every refusal is a
+//! [`FederationConfig::embedded_demo`] is the design's Federation Model. Every refusal is a
 //! [`ConfigError`] that names the file, the line (and column), the field's full path, and how
 //! to fix it. The crate reads the file it is given and nothing else.
 

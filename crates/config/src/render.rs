@@ -112,7 +112,7 @@ struct ConflictResolution {
 }
 
 impl SiteConfig {
-    /// This configuration as a site file: `Site:`, `Authority:` (in the seed's shape) and
+    /// This configuration as a site file: `Site:`, `Authority:` (in the design's shape) and
     /// `SyncStrategy:`, with every setting written out. [`SiteConfig::load`] reads it back to
     /// an equal configuration apart from `source`, provided `data_dir` is absolute (a relative
     /// one is resolved against the directory of the file it is saved in) and valid UTF-8.

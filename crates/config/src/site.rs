@@ -124,7 +124,7 @@ macro_rules! display_as_str {
 }
 display_as_str!(SyncMode, RetryPolicy, ConflictStrategy);
 
-/// How far the site may act on its own: the seed's flags plus the autonomy mode.
+/// How far the site may act on its own: the design's flags plus the autonomy mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AutonomyConfig {
     /// `Authority.autonomy.mode`; defaults to [`Level::default_autonomy`].

@@ -291,7 +291,7 @@ mod tests {
         }
     }
 
-    /// The seed's federation model.
+    /// The design's federation model.
     fn demo() -> Directory {
         let mut d = Directory::new();
         d.insert(card("global-control", "global", None, Level::Global, Autonomy::Full));

@@ -45,7 +45,7 @@ const DEMO_ORDER: [&str; 7] = [
 #[test]
 fn the_embedded_demo_is_the_seeds_federation_model() {
     let demo = FederationConfig::embedded_demo();
-    assert_eq!(demo.name(), "seed-demo");
+    assert_eq!(demo.name(), "demo");
     let order: Vec<&SiteId> = demo.sites().iter().map(|s| s.id()).collect();
     assert_eq!(order, ids(&DEMO_ORDER).iter().collect::<Vec<_>>());
     assert_eq!(demo.root().id(), &site("global-control"));
@@ -248,13 +248,13 @@ fn every_rendered_site_file_loads_back_to_the_same_configuration() {
         let loaded = SiteConfig::load(&file).unwrap_or_else(|e| panic!("{id}: {e}\n{text}"));
         assert_eq!(loaded.source.as_deref(), Some(file.as_path()));
         assert_eq!(SiteConfig { source: expected.source.clone(), ..loaded }, expected, "{id}:\n{text}");
-        assert!(text.starts_with(&format!("# Site `{id}` of federation `seed-demo`")), "{text}");
+        assert!(text.starts_with(&format!("# Site `{id}` of federation `demo`")), "{text}");
     }
 
     let err = demo.render_site_file(&site("edge-zone-d"), 7500, &data).unwrap_err();
     assert!(
         err.to_string().starts_with(
-            "`edge-zone-d` is not a site of federation `seed-demo`; its sites are `global-control`, `region-a-control`,"
+            "`edge-zone-d` is not a site of federation `demo`; its sites are `global-control`, `region-a-control`,"
         ),
         "{err}"
     );

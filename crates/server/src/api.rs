@@ -41,6 +41,7 @@ pub fn routes(state: AppState) -> Router {
         .merge(crate::events_api::routes())
         .merge(crate::webhooks::routes())
         .merge(crate::fleet_api::routes())
+        .merge(web_ui::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), observe))

@@ -45,7 +45,7 @@ async fn wait_isolated(fed: &Federation, site: &str) {
 
 /// a1 is cut off long enough to be isolated, overrides a region-a policy; region-a changes the
 /// same policy first; the link comes back. Returns (region-a's version, a1's version).
-async fn conflicting_writes(fed: &Federation) -> (String, String) {
+pub(crate) async fn conflicting_writes(fed: &Federation) -> (String, String) {
     let api = &fed.api;
     let (region_a, a1) = (fed.url("region-a-control"), fed.url("edge-zone-a1"));
     fed.wait_connected(PROPAGATION).await;

@@ -11,3 +11,4 @@ mod federation_processes;
 mod fleet;
 mod harness;
 mod operate;
+mod ui;

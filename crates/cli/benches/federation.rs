@@ -10,8 +10,11 @@
 //! Prints a table and writes the figures to `target/bench/federation.json`.
 //! Run with `cargo bench -p cli --bench federation` (set `SOUVERIX_BENCH_OBJECTS` for fewer).
 
+mod common;
+
+use common::{free_base_port, write_figures};
+
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -114,23 +117,8 @@ async fn run(objects: usize) -> anyhow::Result<()> {
             "bytes_sent": drain_bytes,
         },
     });
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
-    std::fs::create_dir_all(&out)?;
-    std::fs::write(out.join("federation.json"), serde_json::to_string_pretty(&json)?)?;
-    println!("figures written to target/bench/federation.json");
+    write_figures("federation", &json)?;
     Ok(())
-}
-
-/// A base port with `n` consecutive free ports on 127.0.0.1.
-fn free_base_port(n: u16) -> anyhow::Result<u16> {
-    for attempt in 0..200u32 {
-        let base = 20_000 + ((std::process::id().wrapping_mul(7919) + attempt * 131) % 40_000) as u16;
-        let all_free = (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
-        if all_free {
-            return Ok(base);
-        }
-    }
-    anyhow::bail!("no {n} consecutive free ports found")
 }
 
 /// Writes `count` policies in `scope` with `WRITERS` concurrent clients.

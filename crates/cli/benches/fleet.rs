@@ -22,6 +22,10 @@
 //! `cargo bench -p cli --bench fleet`. `SOUVERIX_BENCH_STATUS_INTERVAL` (default `1s`) sets every
 //! site's `status_interval`; `SOUVERIX_BENCH_SAMPLES` (default 5) the propagation samples.
 
+mod common;
+
+use common::{free_base_port, write_figures};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -516,21 +520,6 @@ async fn run(interval: &str, samples: usize) -> anyhow::Result<()> {
         "region_00_memory_kib": {"rss": region_memory.0, "hwm": region_memory.1},
         "global_store_bytes": store_bytes,
     });
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
-    std::fs::create_dir_all(&out)?;
-    std::fs::write(out.join("fleet.json"), serde_json::to_string_pretty(&json)?)?;
-    println!("figures written to target/bench/fleet.json");
+    write_figures("fleet", &json)?;
     Ok(())
-}
-
-/// A base port with `n` consecutive free ports on 127.0.0.1.
-fn free_base_port(n: u16) -> anyhow::Result<u16> {
-    for attempt in 0..200u32 {
-        let base = 20_000 + ((std::process::id().wrapping_mul(7919) + attempt * 131) % 40_000) as u16;
-        let all_free = (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
-        if all_free {
-            return Ok(base);
-        }
-    }
-    anyhow::bail!("no {n} consecutive free ports found")
 }

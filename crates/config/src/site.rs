@@ -1055,31 +1055,53 @@ fn resolve_dir(base: &Path, dir: &Path) -> PathBuf {
 /// `url` without trailing `/` if it is an `http://` or `https://` URL with a host, an optional
 /// port and an optional path; no user info, query or fragment.
 fn http_base_url(url: &str) -> Option<String> {
-    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"))?;
-    if url.contains(|c: char| c.is_whitespace() || c.is_control() || matches!(c, '?' | '#' | '@' | '\\')) {
-        return None;
+    is_http_url(url, false).then(|| url.trim_end_matches('/').to_owned())
+}
+
+/// Whether `url` is an `http://` or `https://` URL with a host (a name, an IPv4 address or a
+/// bracketed IPv6 address), an optional port from 1 to 65535, an optional path and, with
+/// `allow_query`, an optional query. Never user info, a fragment, spaces or control characters.
+pub(crate) fn is_http_url(url: &str, allow_query: bool) -> bool {
+    let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) else {
+        return false;
+    };
+    let forbidden = |c: char| {
+        c.is_whitespace()
+            || c.is_control()
+            || matches!(c, '#' | '\\')
+            || (!allow_query && matches!(c, '?' | '@'))
+    };
+    if url.contains(forbidden) {
+        return false;
     }
-    let authority = rest.split('/').next().unwrap_or_default();
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return false;
+    }
     let (host, port) = match authority.strip_prefix('[') {
         Some(bracketed) => {
-            let (ip, after) = bracketed.split_once(']')?;
-            ip.parse::<std::net::Ipv6Addr>().ok()?;
-            let port = match after {
-                "" => None,
-                _ => Some(after.strip_prefix(':')?),
-            };
-            (ip, port)
+            let Some((ip, after)) = bracketed.split_once(']') else { return false };
+            if ip.parse::<std::net::Ipv6Addr>().is_err() {
+                return false;
+            }
+            match after {
+                "" => (None, None),
+                _ => match after.strip_prefix(':') {
+                    Some(port) => (None, Some(port)),
+                    None => return false,
+                },
+            }
         }
         None => match authority.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
+            Some((host, port)) => (Some(host), Some(port)),
+            None => (Some(authority), None),
         },
     };
-    let host_ok = authority.starts_with('[')
-        || (!host.is_empty()
-            && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')));
+    let host_ok = host.is_none_or(|h| {
+        !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    });
     let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
-    (host_ok && port_ok).then(|| url.trim_end_matches('/').to_owned())
+    host_ok && port_ok
 }
 
 #[cfg(test)]

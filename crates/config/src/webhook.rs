@@ -71,34 +71,7 @@ impl WebhookConfig {
 /// `url` if it is an `http://` or `https://` URL with a host, an optional port, an optional path
 /// and an optional query; no user info, fragment, spaces or control characters.
 pub(crate) fn webhook_url(url: &str) -> Option<String> {
-    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"))?;
-    if url.contains(|c: char| c.is_whitespace() || c.is_control() || matches!(c, '#' | '\\')) {
-        return None;
-    }
-    let authority = rest.split(['/', '?']).next().unwrap_or_default();
-    if authority.contains('@') {
-        return None;
-    }
-    let (host, port) = match authority.strip_prefix('[') {
-        Some(bracketed) => {
-            let (ip, after) = bracketed.split_once(']')?;
-            ip.parse::<std::net::Ipv6Addr>().ok()?;
-            let port = match after {
-                "" => None,
-                _ => Some(after.strip_prefix(':')?),
-            };
-            (None, port)
-        }
-        None => match authority.split_once(':') {
-            Some((host, port)) => (Some(host), Some(port)),
-            None => (Some(authority), None),
-        },
-    };
-    let host_ok = host.is_none_or(|h| {
-        !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-    });
-    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
-    (host_ok && port_ok).then(|| url.to_owned())
+    crate::site::is_http_url(url, true).then(|| url.to_owned())
 }
 
 #[cfg(test)]

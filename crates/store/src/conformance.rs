@@ -141,6 +141,7 @@ pub const CASES: &[(&str, Case)] = &[
     ("clock_never_goes_backwards_across_reopen", clock_never_goes_backwards_across_reopen),
     ("data_survives_reopen", data_survives_reopen),
     ("equal_content_hashes_equal", equal_content_hashes_equal),
+    ("concurrent_writes_are_durable_and_refused_alone", concurrent_writes_are_durable_and_refused_alone),
     ("apply_remote_stores_a_peers_version", apply_remote_stores_a_peers_version),
     (
         "a_batch_applied_twice_changes_nothing_the_second_time",
@@ -233,6 +234,7 @@ macro_rules! conformance_tests {
             clock_never_goes_backwards_across_reopen,
             data_survives_reopen,
             equal_content_hashes_equal,
+            concurrent_writes_are_durable_and_refused_alone,
             apply_remote_stores_a_peers_version,
             a_batch_applied_twice_changes_nothing_the_second_time,
             a_dominating_remote_version_becomes_current_and_merges_the_context,
@@ -930,6 +932,85 @@ pub fn data_survives_reopen(h: &mut dyn Harness) {
     let next = apply(store.as_ref(), put(&gone, json!({"v": 2}), T0 + 5));
     assert!(next.seq > before.2.1, "sequence numbers continue after a restart");
     assert_eq!(next.object.version.vv.get(store.site()), 3);
+}
+
+/// Many clients writing at once (a backend may commit them together): every accepted write is
+/// acknowledged with its own version and survives a restart; a write refused by its own
+/// precondition, or a delete of a missing object, is refused alone and audited, and changes
+/// nothing, while the writes around it commit.
+pub fn concurrent_writes_are_durable_and_refused_alone(h: &mut dyn Harness) {
+    h.reset();
+    let mut store = h.open();
+    let clients = 16;
+    let per_client = 12;
+    let stale: VersionId = format!("{T0}.0@{}", store.site()).parse().expect("a version id");
+    let mut accepted: Vec<Committed> = Vec::new();
+    let mut refused = 0;
+    std::thread::scope(|scope| {
+        let s: &dyn Store = store.as_ref();
+        let stale = &stale;
+        let tasks: Vec<_> = (0..clients)
+            .map(|c| {
+                scope.spawn(move || {
+                    let mut ok = Vec::new();
+                    let mut bad = 0;
+                    for i in 0..per_client {
+                        let k = policy(&format!("c{c}-{i}"));
+                        let now = T0 + 1 + i as u64;
+                        match i % 4 {
+                            // A stale precondition on an object that does not exist.
+                            1 => {
+                                match s.write(if_match(put(&k, json!({"c": c, "i": i}), now), stale.clone()))
+                                {
+                                    Err(WriteError::PreconditionFailed { .. }) => bad += 1,
+                                    other => panic!("a stale If-Match must fail alone, got {other:?}"),
+                                }
+                            }
+                            // A delete of an object that does not exist.
+                            3 => match s.write(delete(&k, now)) {
+                                Err(WriteError::NotFound { .. }) => bad += 1,
+                                other => {
+                                    panic!("a delete of a missing object must fail alone, got {other:?}")
+                                }
+                            },
+                            _ => ok.push(apply(s, put(&k, json!({"c": c, "i": i}), now))),
+                        }
+                    }
+                    (ok, bad)
+                })
+            })
+            .collect();
+        for task in tasks {
+            let (ok, bad) = task.join().expect("a client thread");
+            accepted.extend(ok);
+            refused += bad;
+        }
+    });
+    let good = clients * per_client / 2;
+    assert_eq!(accepted.len(), good);
+    assert_eq!(refused, clients * per_client - good);
+    let mut seqs: Vec<u64> = accepted.iter().map(|c| c.seq).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), good, "every accepted write has its own sequence number");
+
+    drop(store);
+    store = h.open();
+    let s = store.as_ref();
+    for committed in &accepted {
+        assert_eq!(
+            must_get(s, &committed.object.key).version,
+            committed.object.version,
+            "an acknowledged write survives a restart"
+        );
+    }
+    let all = ListFilter { include_deleted: true, ..ListFilter::default() };
+    assert_eq!(list(s, &all).len(), good, "refused writes left no object behind");
+    assert_eq!(s.last_seq().expect("last_seq"), seqs[seqs.len() - 1]);
+    let audit = all_audit(s);
+    let outcomes = |outcome: &str| audit.iter().filter(|e| e.record.outcome == outcome).count();
+    assert_eq!(outcomes("applied"), good);
+    assert_eq!(outcomes("precondition-failed") + outcomes("not-found"), refused, "every refusal is audited");
 }
 
 /// Equal content gives an equal content hash, whatever the JSON key order; different content,

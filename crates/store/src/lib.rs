@@ -35,6 +35,7 @@ use model::{Hlc, Kind, ObjectKey, ObjectName, Scope, SiteId, StoredObject, Versi
 mod conflicts;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+mod group;
 mod local_write;
 mod remote;
 mod sqlite;

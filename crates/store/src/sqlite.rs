@@ -2,7 +2,9 @@
 //! write is fsynced before [`Store::write`] returns.
 //!
 //! One writer connection behind a mutex serializes writes (each in a `BEGIN IMMEDIATE`
-//! transaction); a fixed pool of read-only connections serves reads, which WAL lets run beside
+//! transaction). Local writes commit in groups: writes that arrive while a group commits queue
+//! up and commit together in the next transaction, each in its own savepoint (a refused or
+//! failed write is refused alone), so one fsync acknowledges them all. A fixed pool of read-only connections serves reads, which WAL lets run beside
 //! the writer. Objects, versions and the change log are normalized: the `versions` table holds
 //! every version with its content, `objects` points at each object's current version (and
 //! keeps its causal context), and `changes` gives each version its sequence number, the link
@@ -30,6 +32,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavio
 use tracing::{debug, info};
 
 use crate::conflicts::{self, Stored};
+use crate::group::GroupCommit;
 use crate::local_write::{refusal, stamp};
 use crate::remote::Current;
 use crate::{
@@ -264,6 +267,8 @@ pub struct SqliteStore {
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     writer: Mutex<Connection>,
+    /// Local writes waiting to commit together (group commit).
+    group: GroupCommit<LocalWrite, Result<Committed, WriteError>>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -325,6 +330,7 @@ impl SqliteStore {
             writer: Mutex::new(writer),
             readers,
             next_reader: AtomicUsize::new(0),
+            group: GroupCommit::default(),
         })
     }
 
@@ -377,6 +383,107 @@ impl SqliteStore {
         }
         self.readers[start % n].lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Commits a group of local writes in one `BEGIN IMMEDIATE` transaction, so one fsync makes
+    /// them all durable, and returns each write's outcome in order. Each write runs in its own
+    /// savepoint with the checks and clock tick of a write on its own: a refused write keeps only
+    /// its audit entry, a write that fails is rolled back alone, and the others commit. If the
+    /// transaction cannot start or commit, every write of the group fails.
+    fn commit_group(&self, writes: Vec<LocalWrite>) -> Vec<Result<Committed, WriteError>> {
+        let count = writes.len();
+        let mut conn = self.writer();
+        let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(e) => return group_failed(count, "starting a write transaction", &e),
+        };
+        let mut clock = match read_clock(&tx) {
+            Ok(last) => HlcClock::new(last, self.max_clock_skew_ms),
+            Err(e) => return group_failed(count, "reading the clock", &e),
+        };
+        let mut outcomes = Vec::with_capacity(count);
+        for write in writes {
+            let outcome = match tx.savepoint() {
+                Ok(mut sp) => {
+                    let outcome = self.write_in(&sp, write, &mut clock);
+                    // A write that failed (not one refused: its audit entry stays) leaves no trace.
+                    let released = match &outcome {
+                        Err(WriteError::Store(_)) => sp.rollback().and_then(|()| sp.commit()),
+                        _ => sp.commit(),
+                    };
+                    match released {
+                        Ok(()) => outcome,
+                        Err(e) => Err(WriteError::Store(StoreError::Backend {
+                            context: "releasing a write's savepoint".into(),
+                            source: Box::new(e),
+                        })),
+                    }
+                }
+                Err(e) => Err(WriteError::Store(StoreError::Backend {
+                    context: "starting a write's savepoint".into(),
+                    source: Box::new(e),
+                })),
+            };
+            outcomes.push(outcome);
+        }
+        let saved = save_clock(&tx, clock.last());
+        if let Err(e) = saved {
+            return group_failed(count, "saving the clock", &e);
+        }
+        if let Err(e) = tx.commit() {
+            return group_failed(count, "committing a write", &e);
+        }
+        debug!(writes = count, "write group committed");
+        outcomes
+    }
+
+    /// One local write inside the group's transaction: refused (with its audit entry) or
+    /// stamped and recorded. Advances `clock`.
+    fn write_in(
+        &self,
+        conn: &Connection,
+        write: LocalWrite,
+        clock: &mut HlcClock,
+    ) -> Result<Committed, WriteError> {
+        let current = query_current(conn, &write.key)?;
+        if let Some(refused) = refusal(&write, current.as_ref()) {
+            insert_audit(conn, &refused.audit)?;
+            debug!(key = %write.key, outcome = %refused.audit.outcome, "write refused");
+            return Err(refused.error);
+        }
+        let accepted_ms = write.now_ms;
+        let stamped = stamp(&self.site, write, current.as_ref(), clock);
+        let object = &stamped.object;
+        let (key, version) = (&object.key, &object.version);
+        let content = Content::encode(&object.labels, &object.spec)?;
+        let version_row = insert_version(conn, key, version, &content)?;
+        upsert_object(conn, key, version_row, object.created, &object.context)?;
+        let seq = insert_change(conn, version_row, None, accepted_ms, content.bytes())?;
+        insert_audit(conn, &stamped.audit)?;
+        insert_event(conn, &conflicts::version_event(key, version, None, true, accepted_ms))?;
+        // The new version dominates everything the site holds, so it resolves every open
+        // conflict of the object (an operator's pick is such a write). No policy reaches a local
+        // write, so these resolutions are always audited.
+        resolve_conflicts(conn, key, version, accepted_ms, true)?;
+        debug!(key = %key, version = %version.id(), seq, deleted = version.deleted, "write recorded");
+        Ok(Committed { object: stamped.object, seq, created: stamped.created })
+    }
+}
+
+/// Why a group of writes failed as a whole, as the source of each write's error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct GroupFailure(String);
+
+/// The outcome of every write of a group whose transaction failed as a whole.
+fn group_failed(count: usize, context: &str, error: &dyn fmt::Display) -> Vec<Result<Committed, WriteError>> {
+    (0..count)
+        .map(|_| {
+            Err(WriteError::Store(StoreError::Backend {
+                context: context.to_owned(),
+                source: Box::new(GroupFailure(error.to_string())),
+            }))
+        })
+        .collect()
 }
 
 fn configure_writer(conn: &Connection) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -1335,39 +1442,12 @@ impl Store for SqliteStore {
     }
 
     fn write(&self, write: LocalWrite) -> Result<Committed, WriteError> {
-        let mut conn = self.writer();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .during("starting a write transaction")?;
-        let current = query_current(&tx, &write.key)?;
-
-        if let Some(refused) = refusal(&write, current.as_ref()) {
-            insert_audit(&tx, &refused.audit)?;
-            tx.commit().during("committing the audit entry of a refused write")?;
-            debug!(key = %write.key, outcome = %refused.audit.outcome, "write refused");
-            return Err(refused.error);
-        }
-
-        let accepted_ms = write.now_ms;
-        let mut clock = HlcClock::new(read_clock(&tx)?, self.max_clock_skew_ms);
-        let stamped = stamp(&self.site, write, current.as_ref(), &mut clock);
-        let object = &stamped.object;
-        let (key, version) = (&object.key, &object.version);
-        let content = Content::encode(&object.labels, &object.spec)?;
-        let version_row = insert_version(&tx, key, version, &content)?;
-        upsert_object(&tx, key, version_row, object.created, &object.context)?;
-        let seq = insert_change(&tx, version_row, None, accepted_ms, content.bytes())?;
-        insert_audit(&tx, &stamped.audit)?;
-        insert_event(&tx, &conflicts::version_event(key, version, None, true, accepted_ms))?;
-        // The new version dominates everything the site holds, so it resolves every open
-        // conflict of the object (an operator's pick is such a write). No policy reaches a local
-        // write, so these resolutions are always audited.
-        resolve_conflicts(&tx, key, version, accepted_ms, true)?;
-        save_clock(&tx, clock.last())?;
-
-        tx.commit().during("committing a write")?;
-        debug!(key = %key, version = %version.id(), seq, deleted = version.deleted, "write committed");
-        Ok(Committed { object: stamped.object, seq, created: stamped.created })
+        self.group.submit(write, |writes| self.commit_group(writes)).unwrap_or_else(|abandoned| {
+            Err(WriteError::Store(StoreError::Backend {
+                context: "committing a group of writes".into(),
+                source: Box::new(abandoned),
+            }))
+        })
     }
 
     fn get(&self, key: &ObjectKey) -> Result<Option<StoredObject>, StoreError> {

@@ -16,13 +16,20 @@
 //!   zone's new summary until its region's own view shows it, and until the global site's
 //!   `/v1/views/global` shows it in that region's totals (polled every 20 ms);
 //! - the latency of `GET /v1/views/global` at the global site (sequential requests, p50/p99);
-//! - the global site's resident memory (`VmRSS`, `VmHWM` from `/proc/<pid>/status`).
+//! - the global site's resident memory (`VmRSS`, `VmHWM` from `/proc/<pid>/status`);
+//! - the web page's time to first full render at the global site with the 1,000 zones in its
+//!   tree (headless Chromium through `chromedriver`, when installed): from navigation until the
+//!   page has drawn the tree, the sync relationships and the conflicts (`data-render-ms`).
 //!
 //! Prints a table and writes the figures to `target/bench/fleet.json`. Run with
 //! `cargo bench -p cli --bench fleet`. `SOUVERIX_BENCH_STATUS_INTERVAL` (default `1s`) sets every
 //! site's `status_interval`; `SOUVERIX_BENCH_SAMPLES` (default 5) the propagation samples.
 
 mod common;
+
+#[allow(dead_code)]
+#[path = "../tests/it/browser.rs"]
+mod browser;
 
 use common::{free_base_port, write_figures};
 
@@ -192,6 +199,7 @@ impl Zone {
             scope: self.scope.to_string(),
             level: Level::Local,
             parent: Some(self.region.to_string()),
+            trust_domain: Some(self.region.to_string()),
             observed_ms,
             autonomy: AutonomyState { mode: self.card.autonomy, isolated: false },
             nodes,
@@ -450,6 +458,7 @@ async fn run(interval: &str, samples: usize) -> anyhow::Result<()> {
         latencies.push(t.elapsed());
     }
     latencies.sort();
+    let page = page_render(&global.url).await?;
     let (rss, hwm) = global.memory_kib()?;
     let region_memory = sites[1].memory_kib()?;
     let store_bytes = std::fs::metadata(data.join("global-control.sqlite3")).map(|m| m.len()).unwrap_or(0);
@@ -492,6 +501,16 @@ async fn run(interval: &str, samples: usize) -> anyhow::Result<()> {
     println!("{:<56} {:>12.1}", "global-control VmHWM, peak (MiB)", hwm as f64 / 1024.0);
     println!("{:<56} {:>12.1}", "region-00-control VmRSS (MiB)", region_memory.0 as f64 / 1024.0);
     println!("{:<56} {:>12.1}", "global-control store file (MiB)", store_bytes as f64 / (1024.0 * 1024.0));
+    match &page {
+        Some(page) => {
+            println!("{:<56} {:>12}", "web page: rows in the tree (sites)", page.rows);
+            println!(
+                "{:<56} {:>12.0}",
+                "web page: first full render, median of 3 loads (ms)", page.median_ms
+            );
+        }
+        None => println!("{:<56} {:>12}", "web page: first full render", "skipped"),
+    }
 
     let json = serde_json::json!({
         "regions": REGIONS,
@@ -519,7 +538,44 @@ async fn run(interval: &str, samples: usize) -> anyhow::Result<()> {
         "global_memory_kib": {"rss_before_zones": rss_idle, "rss": rss, "hwm": hwm},
         "region_00_memory_kib": {"rss": region_memory.0, "hwm": region_memory.1},
         "global_store_bytes": store_bytes,
+        "web_page": page.as_ref().map(|p| serde_json::json!({
+            "tree_rows": p.rows,
+            "first_full_render_ms": p.loads_ms,
+            "first_full_render_median_ms": p.median_ms,
+        })),
     });
     write_figures("fleet", &json)?;
     Ok(())
+}
+
+/// The web page's first full render at a site, in headless Chromium.
+struct PageRender {
+    /// Rows in the page's tree (one per site below the answering one).
+    rows: u64,
+    loads_ms: Vec<f64>,
+    median_ms: f64,
+}
+
+/// Loads the site's page three times and reads when each load first showed everything; `None`
+/// (with a note) when `chromedriver` is not installed.
+async fn page_render(url: &str) -> anyhow::Result<Option<PageRender>> {
+    if Command::new("chromedriver").arg("--version").output().is_err() {
+        eprintln!("web page render not measured: install chromium and chromium-driver");
+        return Ok(None);
+    }
+    let browser = browser::Browser::start().await;
+    let mut loads_ms = Vec::new();
+    let mut rows = 0;
+    for _ in 0..3 {
+        browser.client.goto(url).await?;
+        let ready = "return document.body.dataset.ready === 'true' ? \
+            [Number(document.body.dataset.renderMs), parseInt(document.getElementById('tree-spacer').style.height) / 32] : null";
+        let value = browser.wait("the page's first full render", ready, |v| !v.is_null()).await;
+        loads_ms.push(value[0].as_f64().unwrap_or(f64::NAN));
+        rows = value[1].as_f64().unwrap_or(0.0) as u64;
+    }
+    browser.close().await;
+    let mut sorted = loads_ms.clone();
+    sorted.sort_by(f64::total_cmp);
+    Ok(Some(PageRender { rows, median_ms: sorted[sorted.len() / 2], loads_ms }))
 }

@@ -166,6 +166,18 @@ impl Directory {
         chain
     }
 
+    /// The sites that hold objects of `scope`: its owner, the owner's ancestors and the owner's
+    /// descendants, in id order. Empty when no known site owns the scope.
+    pub fn holders(&self, scope: &Scope) -> Vec<SiteId> {
+        let Some(owner) = self.owner_of(scope) else { return Vec::new() };
+        let above = self.ancestors(&owner.id);
+        self.sites
+            .keys()
+            .filter(|id| *id == &owner.id || above.contains(id) || self.ancestors(id).contains(&owner.id))
+            .cloned()
+            .collect()
+    }
+
     /// How `writer` stands to the owner of `scope`.
     pub fn relation(&self, writer: &SiteId, scope: &Scope) -> Option<Relation> {
         let owner = self.owner_of(scope)?;
@@ -339,6 +351,22 @@ mod tests {
 
     fn scope(s: &str) -> Scope {
         Scope::new(s).unwrap()
+    }
+
+    #[test]
+    fn a_scope_is_held_by_its_owner_its_ancestors_and_its_descendants() {
+        let d = demo();
+        let ids = |v: Vec<SiteId>| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(
+            ids(d.holders(&scope("region-b"))),
+            ["edge-zone-b1", "global-control", "region-b-control"]
+        );
+        assert_eq!(
+            ids(d.holders(&scope("edge-zone-a1"))),
+            ["edge-zone-a1", "global-control", "region-a-control"]
+        );
+        assert_eq!(ids(d.holders(&scope("global"))).len(), 6, "every site holds the global scope");
+        assert!(d.holders(&scope("nowhere")).is_empty());
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub fn routes(state: AppState) -> Router {
         .merge(crate::events_api::routes())
         .merge(crate::webhooks::routes())
         .merge(crate::fleet_api::routes())
+        .merge(crate::placement::routes())
         .merge(web_ui::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
@@ -110,7 +111,9 @@ pub(crate) fn store_failure(operation: &str, err: &dyn std::error::Error) -> Api
     ApiError::internal()
 }
 
-fn parse_key(path: Result<Path<(String, String, String)>, PathRejection>) -> Result<ObjectKey, ApiError> {
+pub(crate) fn parse_key(
+    path: Result<Path<(String, String, String)>, PathRejection>,
+) -> Result<ObjectKey, ApiError> {
     let Path((kind, scope, name)) =
         path.map_err(|e| ApiError::bad_request("bad-path", format!("the object's path is not valid: {e}")))?;
     ObjectKey::parse(&kind, &scope, &name).map_err(|e| ApiError::bad_request("bad-path", e.to_string()))

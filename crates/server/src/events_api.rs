@@ -75,9 +75,10 @@ impl From<&store::Event> for EventItem {
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
-    /// Start after this event (default 0: every stored event). The `Last-Event-ID` header, which
-    /// a reconnecting client sends, takes precedence.
-    after: Option<u64>,
+    /// Start after this event id (default 0: every stored event), or `latest` for only the
+    /// events from now on. The `Last-Event-ID` header, which a reconnecting client sends,
+    /// takes precedence.
+    after: Option<String>,
     /// Only these kinds, comma-separated: `write`, `delete`, `conflict`, `refusal`, `link`.
     kinds: Option<String>,
     /// `false`: send the stored events and end the stream instead of following new ones.
@@ -136,9 +137,16 @@ pub async fn events(
     query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request("bad-query", e.body_text()))?;
-    let after = match last_event_id(&headers)? {
-        Some(id) => id,
-        None => query.after.unwrap_or(0),
+    let after = match (last_event_id(&headers)?, query.after.as_deref().map(str::trim)) {
+        (Some(id), _) => id,
+        (None, None) => 0,
+        (None, Some("latest")) => blocking(&state, "events", |s| s.last_event_seq()).await?,
+        (None, Some(raw)) => raw.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(
+                "bad-query",
+                format!("after is `{raw}`; give an event id (a whole number such as `42`) or `latest`"),
+            )
+        })?,
     };
     let kinds = query.kinds.as_deref().map(parse_kinds).transpose()?;
     let follow = query.follow.unwrap_or(true);

@@ -128,6 +128,9 @@ pub struct SiteSummary {
     #[schema(value_type = String)]
     pub level: Level,
     pub parent: Option<String>,
+    /// The site's trust domain (`Site.trust_domain`); absent in summaries of older sites.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_domain: Option<String>,
     /// When the site observed these figures (ms since the epoch).
     pub observed_ms: u64,
     pub autonomy: AutonomyState,
@@ -164,6 +167,8 @@ pub struct ViewItem {
     pub name: String,
     pub level: String,
     pub authority: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_domain: Option<String>,
     /// The site's subtree.
     pub nodes: NodeCounts,
     pub status: String,
@@ -324,6 +329,7 @@ impl Knowledge {
             name: display_name(s),
             level: s.level.as_str().to_owned(),
             authority: title_word(s.level.as_str()),
+            trust_domain: s.trust_domain.clone(),
             nodes: s.totals.nodes,
             status,
             drift: s.totals.drift,

@@ -20,6 +20,7 @@ pub mod fleet;
 mod fleet_api;
 mod metrics;
 mod openapi;
+mod placement;
 mod problem;
 pub mod site;
 pub mod site_status;

@@ -34,6 +34,8 @@ pub struct Fleet {
     pub status_interval: Duration,
     pub autonomy: model::Autonomy,
     pub parent: Option<model::SiteId>,
+    /// `Site.trust_domain`, shown in summaries and the web UI's federation boundaries.
+    pub trust_domain: Option<String>,
     effective: Mutex<Option<Arc<Effective>>>,
 }
 
@@ -44,12 +46,12 @@ impl Fleet {
         autonomy: model::Autonomy,
         parent: Option<model::SiteId>,
     ) -> Fleet {
-        Fleet { thresholds, status_interval, autonomy, parent, effective: Mutex::new(None) }
+        Fleet { thresholds, status_interval, autonomy, parent, trust_domain: None, effective: Mutex::new(None) }
     }
 
     /// Settings from a site's configuration.
     pub fn from_config(config: &config::SiteConfig) -> Fleet {
-        Fleet::new(
+        let mut fleet = Fleet::new(
             Thresholds {
                 delayed_after_ms: ms(config.nodes.delayed_after.as_std()),
                 offline_after_ms: ms(config.nodes.offline_after.as_std()),
@@ -57,7 +59,9 @@ impl Fleet {
             config.status_interval.as_std(),
             config.autonomy.mode,
             config.upstream.as_ref().map(|u| u.target.clone()),
-        )
+        );
+        fleet.trust_domain = Some(config.trust_domain.clone());
+        fleet
     }
 
     pub fn status_interval_ms(&self) -> u64 {
@@ -325,6 +329,7 @@ pub async fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
         scope: state.site.scope.to_string(),
         level: state.site.level,
         parent: state.fleet.parent.as_ref().map(ToString::to_string),
+        trust_domain: state.fleet.trust_domain.clone(),
         observed_ms: now_ms,
         autonomy: AutonomyState { mode: state.fleet.autonomy, isolated: sync.isolated },
         nodes: scan.counts,

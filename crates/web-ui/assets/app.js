@@ -23,6 +23,9 @@ const state = {
   conflictsFetched: 0,
   details: new Map(),     // conflict id -> detail (both sides' content)
   lastEventId: null,
+  policies: [],           // Kind/scope/name of every policy held here
+  overlay: null,          // the selected policy's placement, or { object, error }
+  overlayFetched: 0,
 };
 
 // ---------- helpers ----------
@@ -82,6 +85,7 @@ function filters() {
     level: q.get("level") || "",
     hasConflicts: q.get("has-conflicts") === "1",
     hasDrift: q.get("has-drift") === "1",
+    policy: q.get("policy") || "",
   };
 }
 
@@ -92,16 +96,18 @@ function setupFilters() {
   form.level.value = f.level;
   form["has-conflicts"].checked = f.hasConflicts;
   form["has-drift"].checked = f.hasDrift;
-  form.addEventListener("change", () => {
+  form.addEventListener("change", (event) => {
     const q = new URLSearchParams(location.search);
     const set = (k, v) => (v ? q.set(k, v) : q.delete(k));
     set("status", form.status.value);
     set("level", form.level.value);
     set("has-conflicts", form["has-conflicts"].checked ? "1" : "");
     set("has-drift", form["has-drift"].checked ? "1" : "");
+    set("policy", form.policy.value);
     const search = q.toString();
     history.replaceState(null, "", search ? `?${search}` : location.pathname);
-    renderTree();
+    if (event.target && event.target.name === "policy") refreshOverlay();
+    else renderTree();
   });
 }
 
@@ -177,7 +183,7 @@ function siteRow(row, index) {
       el("button", { class: "toggle", type: "button", tabindex: "-1", "aria-hidden": "true",
         title: hasChildren ? (open ? "collapse" : "expand") : (open ? "hide details" : "show details"),
         onclick: (e) => { e.stopPropagation(); state.active = index; toggle(row); } }, open ? "▾" : "▸"),
-      el("span", { class: "name" }, item.name)),
+      el("span", { class: "name" }, item.name), ...overlayMarkers(item.site, "row")),
     el("span", { class: "authority", "data-authority": letter },
       el("span", { class: `auth auth-${letter}`, title: item.authority }, letter), item.authority),
     el("span", { class: "autonomy" },
@@ -192,6 +198,84 @@ function siteRow(row, index) {
     el("span", { class: "open-conflicts" }, item.open_conflicts),
     el("span", { class: "debt" }, debt === null || debt === undefined ? "—" : `${duration(debt)} behind`),
     el("span", { class: "age", title: "age of these figures" }, duration(age)));
+}
+
+// ---------- the policy overlay ----------
+
+// What the overlay says of a site: master of record, holds the scope, wrote it from below.
+function overlayRole(site) {
+  const o = state.overlay;
+  if (!o || o.error) return null;
+  const writer = (o.writers || []).find((w) => w.site === site);
+  return {
+    master: o.masterOfRecord === site,
+    held: (o.heldBy || []).includes(site),
+    override: !!(writer && writer.override),
+    writer,
+  };
+}
+
+// The markers a tree row (or anything listing a site) carries under the overlay.
+function overlayMarkers(site) {
+  const role = overlayRole(site);
+  if (!role) return [];
+  const marks = [];
+  if (role.master) marks.push(el("span", { class: "mor", title: `master of record of ${state.overlay.object}` }, "★ M"));
+  else if (role.held) marks.push(el("span", { class: "held-tag", title: `holds ${state.overlay.object}` }, "● held"));
+  if (role.override) marks.push(el("span", { class: "override-tag", title: `wrote ${state.overlay.object} from below (${role.writer.versions} recent versions)` }, "↑ override"));
+  return marks;
+}
+
+async function refreshPolicies() {
+  try {
+    const page = await api("/v1/objects?kind=Policy&limit=1000");
+    state.policies = (page.items || []).map((d) => `Policy/${d.metadata.scope}/${d.metadata.name}`);
+  } catch (_) {
+    return;
+  }
+  const select = document.getElementById("policy");
+  const wanted = filters().policy;
+  const names = [...new Set([...state.policies, ...(wanted ? [wanted] : [])])].sort();
+  const current = [...select.options].slice(1).map((o) => o.value);
+  if (JSON.stringify(current) !== JSON.stringify(names)) {
+    select.replaceChildren(el("option", { value: "" }, "none"), ...names.map((n) => el("option", { value: n }, n)));
+  }
+  select.value = wanted;
+}
+
+async function refreshOverlay() {
+  const object = filters().policy;
+  if (!object) {
+    state.overlay = null;
+  } else {
+    const path = object.split("/").map(encodeURIComponent).join("/");
+    try {
+      state.overlay = await api(`/v1/objects/${path}/placement`);
+    } catch (e) {
+      state.overlay = { object, error: e.message };
+    }
+  }
+  state.overlayFetched = Date.now();
+  renderOverlay();
+  renderTree();
+  renderTopology();
+}
+
+function renderOverlay() {
+  const box = document.getElementById("overlay");
+  const o = state.overlay;
+  box.hidden = !o;
+  if (!o) return box.replaceChildren();
+  if (o.error) return box.replaceChildren(`${o.object}: ${o.error}`);
+  const writers = (o.writers || []).map((w) =>
+    el("span", { class: w.override ? "override-tag" : "", "data-writer": w.site },
+      `${w.site} (${w.override ? "override from below" : w.relation}, ${w.versions} version${w.versions === 1 ? "" : "s"})`));
+  box.replaceChildren(
+    el("strong", {}, o.object), " · master of record ",
+    el("span", { class: "mor", "data-master": o.masterOfRecord || "" }, `★ ${o.masterOfRecord || "unknown here"}`),
+    ` · held at ${o.heldBy.length} site${o.heldBy.length === 1 ? "" : "s"}: ${o.heldBy.join(", ")}`,
+    " · recent writes by ", ...writers.flatMap((w, i) => (i ? [", ", w] : [w])),
+    el("small", { class: "fresh" }, ` (last ${o.recentVersions} versions here, ${since(state.overlayFetched)})`));
 }
 
 function detailRow(row, index) {
@@ -334,7 +418,7 @@ function collectLinks() {
     (rank[a.state] ?? 1) - (rank[b.state] ?? 1) || (b.debt || 0) - (a.debt || 0) || a.from.localeCompare(b.from));
 }
 
-// Sites laid out by depth: the root at the top, each level a row.
+// Where each site goes: a row per depth, the root at the top.
 function layout() {
   const parent = new Map();
   for (const [site, s] of state.summaries) parent.set(site, s.parent || null);
@@ -344,32 +428,81 @@ function layout() {
     if (l.direction === "upstream" && !parent.get(l.from)) parent.set(l.from, l.to);
     if (l.direction === "downstream" && !parent.get(l.to)) parent.set(l.to, l.from);
   }
-  const depth = (s, seen = 0) => (parent.get(s) && seen < 16 ? 1 + depth(parent.get(s), seen + 1) : 0);
-  const levels = [];
-  for (const s of [...parent.keys()].sort()) (levels[depth(s)] ||= []).push(s);
-  // Order each level under its parents.
-  for (let d = 1; d < levels.length; d++) {
-    const order = levels[d - 1] || [];
-    (levels[d] || []).sort((a, b) => order.indexOf(parent.get(a)) - order.indexOf(parent.get(b)) || a.localeCompare(b));
+  // A tree layout: each site gets a horizontal slot as wide as its subtree's leaves, its
+  // children share it, so a subtree (and a trust domain that follows it) stays together.
+  const children = new Map();
+  const roots = [];
+  for (const s of [...parent.keys()].sort()) {
+    const p = parent.get(s);
+    if (p && parent.has(p) && p !== s) (children.get(p) || children.set(p, []).get(p)).push(s);
+    else roots.push(s);
   }
-  return levels.filter(Boolean);
+  const leaves = new Map();
+  const count = (s, depth) => {
+    if (leaves.has(s)) return leaves.get(s);
+    leaves.set(s, 1); // guards against a cycle in what summaries say
+    const n = depth > 16 ? 1 : (children.get(s) || []).reduce((sum, c) => sum + count(c, depth + 1), 0) || 1;
+    leaves.set(s, n);
+    return n;
+  };
+  const total = roots.reduce((sum, r) => sum + count(r, 0), 0) || 1;
+  const slots = new Map();
+  let depthMax = 0;
+  const place = (s, from, depth) => {
+    if (slots.has(s) || depth > 16) return;
+    const width = leaves.get(s) || 1;
+    slots.set(s, { x: (from + width / 2) / total, depth });
+    depthMax = Math.max(depthMax, depth);
+    let at = from;
+    for (const c of children.get(s) || []) { place(c, at, depth + 1); at += leaves.get(c) || 1; }
+  };
+  let at = 0;
+  for (const r of roots) { place(r, at, 0); at += leaves.get(r) || 1; }
+  return { slots, depth: depthMax + 1 };
+}
+
+// Sites by trust domain, for the sites placed in the topology.
+function trustDomains(pos) {
+  const domains = new Map();
+  for (const site of pos.keys()) {
+    const summary = state.summaries.get(site);
+    const domain = summary && summary.trust_domain
+      ? summary.trust_domain
+      : state.site && state.site.id === site ? state.site.trust_domain : null;
+    if (!domain) continue;
+    if (!domains.has(domain)) domains.set(domain, []);
+    domains.get(domain).push(site);
+  }
+  return domains;
 }
 
 function renderTopology() {
   const box = document.getElementById("topology");
   const width = Math.max(600, box.clientWidth || 600);
-  const levels = layout();
-  const height = Math.max(200, levels.length * 100);
+  const { slots, depth } = layout();
+  const height = Math.max(200, depth * 100);
   box.setAttribute("viewBox", `0 0 ${width} ${height}`);
   box.style.height = `${height}px`;
   const pos = new Map();
-  levels.forEach((sites, d) => sites.forEach((s, i) =>
-    pos.set(s, { x: ((i + 0.5) * width) / sites.length, y: 30 + d * 100 })));
+  for (const [s, slot] of slots) pos.set(s, { x: slot.x * width, y: 40 + slot.depth * 100 });
   const links = collectLinks();
+  const boundaries = trustDomains(pos);
   box.replaceChildren(
     svg("defs", {}, ...["connected", "lagging", "disconnected", "isolated"].map((st) =>
       svg("marker", { id: `arrow-${st}`, viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" },
         svg("path", { d: "M0,0 L10,5 L0,10 z", class: `head-${st}`, fill: `var(--${{ connected: "ok", lagging: "warn", disconnected: "bad", isolated: "iso" }[st]})` })))));
+  // Trust domains under everything else: a dashed box around each domain's sites.
+  for (const [domain, sites] of boundaries) {
+    const ps = sites.map((s) => pos.get(s));
+    const widthOf = (s) => (s.length + 2) * 7 + 12;
+    const x1 = Math.min(...ps.map((p, i) => p.x - widthOf(sites[i]) / 2)) - 10;
+    const x2 = Math.max(...ps.map((p, i) => p.x + widthOf(sites[i]) / 2)) + 10;
+    const y1 = Math.min(...ps.map((p) => p.y)) - 30, y2 = Math.max(...ps.map((p) => p.y)) + 28;
+    box.append(svg("g", { class: "trust-domain", "data-trust-domain": domain, "data-sites": sites.join(" ") },
+      svg("title", {}, `trust domain ${domain}: ${sites.join(", ")}`),
+      svg("rect", { x: x1, y: y1, width: x2 - x1, height: y2 - y1, rx: 10 }),
+      svg("text", { x: x1 + 6, y: y2 - 5 }, `trust domain: ${domain}`)));
+  }
   for (const l of links) {
     const a = pos.get(l.from), b = pos.get(l.to);
     if (!a || !b) continue;
@@ -391,9 +524,19 @@ function renderTopology() {
     const letter = summary ? { global: "G", regional: "R", local: "L", autonomous: "A" }[summary.level] || "?" : "?";
     const text = `${letter} ${site}`;
     const w = text.length * 7 + 12;
-    box.append(svg("g", { class: "site", "data-site": site },
+    const role = overlayRole(site);
+    const classes = ["site"];
+    const tags = [];
+    if (role) {
+      classes.push(role.held ? "held" : "not-held");
+      if (role.master) { classes.push("master"); tags.push("★ M"); }
+      if (role.override) { classes.push("override"); tags.push("↑ override"); }
+    }
+    box.append(svg("g", { class: classes.join(" "), "data-site": site },
+      svg("title", {}, role ? `${site}: ${role.master ? "master of record" : role.held ? "holds the scope" : "does not hold the scope"}${role.override ? ", wrote it from below" : ""}` : site),
       svg("rect", { x: p.x - w / 2, y: p.y - 12, width: w, height: 24, rx: 4 }),
-      svg("text", { x: p.x, y: p.y + 4, "text-anchor": "middle" }, text)));
+      svg("text", { x: p.x, y: p.y + 4, "text-anchor": "middle" }, text),
+      ...(tags.length ? [svg("text", { class: "overlay-tag", x: p.x, y: p.y - 16, "text-anchor": "middle" }, tags.join(" "))] : [])));
   }
   const list = document.getElementById("links");
   list.replaceChildren(...links.map((l) => el("li", { "data-link": `${l.from}|${l.to}`, "data-state": l.state },
@@ -538,6 +681,8 @@ function schedule(what) {
     if (todo.includes("view")) refreshView();
     if (todo.includes("sync")) refreshSync();
     if (todo.includes("conflicts")) refreshConflicts();
+    if (todo.includes("policies")) refreshPolicies();
+    if (todo.includes("overlay")) refreshOverlay();
   }, 250);
 }
 
@@ -550,6 +695,8 @@ function onEvent(event) {
     case "link": schedule("sync"); schedule("view"); break;
     case "write": case "delete":
       if (object.startsWith("SiteStatus/")) { schedule("view"); schedule("sync"); }
+      if (object.startsWith("Policy/")) schedule("policies");
+      if (state.overlay && object === state.overlay.object) schedule("overlay");
       if (object) {
         for (const c of state.conflicts) if (c.object === object) { state.details.delete(c.id); schedule("conflicts"); }
       }
@@ -565,14 +712,17 @@ let retry = 500;
 // site was down long enough that it gives up (an error answer), start again from the last id.
 function connect() {
   const live = document.getElementById("live");
-  const after = state.lastEventId ? `&after=${encodeURIComponent(state.lastEventId)}` : "";
+  // The first connection starts from now (the page has just fetched everything); a new one
+  // after a failure resumes after the last event received.
+  const after = `&after=${state.lastEventId ? encodeURIComponent(state.lastEventId) : "latest"}`;
   source = new EventSource(`/v1/events?kinds=write,delete,conflict,link${after}`);
   source.addEventListener("open", () => {
     retry = 500;
     live.dataset.state = "live";
     live.textContent = "live";
     // Whatever happened while away: fetch it all once.
-    schedule("view"); schedule("sync"); schedule("conflicts");
+    schedule("view"); schedule("sync"); schedule("conflicts"); schedule("policies");
+    if (state.overlay) schedule("overlay");
   });
   for (const kind of ["write", "delete", "conflict", "link"]) source.addEventListener(kind, onEvent);
   source.addEventListener("error", () => {
@@ -597,7 +747,10 @@ async function start() {
   } catch (e) {
     document.getElementById("site-line").textContent = `site unknown: ${e.message}`;
   }
-  await Promise.all([refreshView(), refreshSync(), refreshConflicts()]);
+  await Promise.all([refreshView(), refreshSync(), refreshConflicts(), refreshPolicies()]);
+  await refreshOverlay();
+  // When the page first showed everything, in ms since navigation (the benchmark reads it).
+  document.body.dataset.renderMs = String(Math.round(performance.now()));
   document.body.dataset.ready = "true";
   connect();
   // Ages tick between fetches; a slow periodic refresh covers what no event announces
@@ -606,6 +759,7 @@ async function start() {
     renderTree();
     document.getElementById("sync-fresh").textContent = since(state.syncFetched);
     document.getElementById("conf-fresh").textContent = since(state.conflictsFetched);
+    if (state.overlay) renderOverlay();
   }, 1000);
   setInterval(() => schedule("sync"), 3000);
 }

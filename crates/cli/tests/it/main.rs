@@ -2,6 +2,7 @@
 //! driven by the real CLI.
 
 mod authority;
+mod browser;
 mod config_check;
 mod conflicts;
 mod durability;

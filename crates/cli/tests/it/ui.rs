@@ -3,145 +3,38 @@
 //! a screenshot under `target/ui-screenshots/`.
 
 use std::future::Future;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::Locator;
 use serde_json::{Value, json};
 
-use crate::fed_harness::{Federation, eventually};
+use crate::browser::{Browser, DEADLINE};
+use crate::fed_harness::{Federation, ProcessFederation, eventually};
 
-const DEADLINE: Duration = Duration::from_secs(60);
-
-/// `chromedriver` on a free loopback port and one headless Chromium session with a fresh
-/// profile. [`Browser::close`] ends both; dropping it kills the driver.
-struct Browser {
-    client: Client,
-    driver: Child,
-    _profile: tempfile::TempDir,
-}
-
-impl Browser {
-    async fn start() -> Browser {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("a free port")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let driver = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver runs (apt-get install chromium-driver)");
-        let url = format!("http://127.0.0.1:{port}");
-        let status = reqwest::Client::new();
-        eventually(DEADLINE, "chromedriver to answer", || async {
-            match status.get(format!("{url}/status")).send().await {
-                Ok(r) if r.status().is_success() => Ok(()),
-                Ok(r) => Err(r.status().to_string()),
-                Err(e) => Err(e.to_string()),
-            }
-        })
-        .await;
-        let profile = tempfile::tempdir().expect("a profile directory");
-        let args = [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--window-size=1500,1300",
-        ]
-        .iter()
-        .map(|a| (*a).to_owned())
-        .chain([format!("--user-data-dir={}", profile.path().display())])
-        .collect::<Vec<_>>();
-        let mut capabilities = serde_json::Map::new();
-        capabilities.insert("browserName".to_owned(), json!("chrome"));
-        capabilities
-            .insert("goog:chromeOptions".to_owned(), json!({"binary": "/usr/bin/chromium", "args": args}));
-        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(capabilities)
-            .connect(&url)
-            .await
-            .expect("a Chromium session");
-        Browser { client, driver, _profile: profile }
-    }
-
-    async fn close(mut self) {
-        let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-
-    /// Runs `script` (a function body that returns a value) in the page.
-    async fn js(&self, script: &str) -> Value {
-        self.client.execute(script, vec![]).await.unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
-    }
-
-    /// Polls `script` until `check` accepts what it returns, or fails after the deadline.
-    async fn wait(&self, what: &str, script: &str, check: impl Fn(&Value) -> bool) -> Value {
-        let start = Instant::now();
-        loop {
-            let value = self.js(script).await;
-            if check(&value) {
-                return value;
-            }
-            assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}; last seen: {value}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn screenshot(&self, name: &str) {
-        let png = self.client.screenshot().await.expect("a screenshot");
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-screenshots");
-        std::fs::create_dir_all(&dir).expect("the screenshot directory");
-        std::fs::write(dir.join(format!("{name}.png")), png).expect("write the screenshot");
-    }
-
-    /// Clicks the element `css` selects. The page re-renders as data arrives, so an element
-    /// found may be replaced before the click lands: find it again until the deadline.
-    async fn click(&self, css: &str) {
-        let start = Instant::now();
-        loop {
-            let error = match self.client.find(Locator::Css(css)).await {
-                Ok(element) => match element.click().await {
-                    Ok(()) => return,
-                    Err(e) => e.to_string(),
-                },
-                Err(e) => e.to_string(),
-            };
-            assert!(start.elapsed() < DEADLINE, "could not click `{css}`: {error}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
+/// Runs `body` with a browser and `fixture` (which the body owns, and drops if it panics);
+/// the browser is closed whether the body passes or panics. Returns the body's outcome.
+async fn in_browser<T, F, Fut>(fixture: T, body: F) -> Result<(), tokio::task::JoinError>
+where
+    F: FnOnce(T, Arc<Browser>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let browser = Arc::new(Browser::start().await);
+    let outcome = tokio::spawn(body(fixture, browser.clone())).await;
+    let browser = Arc::try_unwrap(browser).ok().expect("the test let go of the browser");
+    browser.close().await;
+    outcome
 }
 
 /// Runs `body` with a browser; the browser and the federation are closed whether it passes or
 /// panics.
 async fn with_browser<F, Fut>(fed: Federation, body: F)
 where
-    F: FnOnce(std::sync::Arc<Federation>, std::sync::Arc<Browser>) -> Fut,
+    F: FnOnce(Arc<Federation>, Arc<Browser>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let browser = std::sync::Arc::new(Browser::start().await);
-    let fed = std::sync::Arc::new(fed);
-    let outcome = tokio::spawn(body(fed.clone(), browser.clone())).await;
-    let browser = std::sync::Arc::try_unwrap(browser).ok().expect("the test let go of the browser");
-    browser.close().await;
-    let fed = std::sync::Arc::try_unwrap(fed).ok().expect("the test let go of the federation");
+    let fed = Arc::new(fed);
+    let outcome = in_browser(fed.clone(), body).await;
+    let fed = Arc::try_unwrap(fed).ok().expect("the test let go of the federation");
     fed.stop().await;
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
@@ -328,4 +221,135 @@ async fn a_conflict_appears_in_the_inbox_and_is_resolved_from_the_page() {
         browser.screenshot("conflict-resolved").await;
     })
     .await;
+}
+
+/// What the topology and the tree say under the overlay: per site, its classes in the SVG, and
+/// the markers on its tree row.
+const OVERLAY: &str = r#"
+    const sites = {};
+    for (const g of document.querySelectorAll('#topology .site')) sites[g.dataset.site] = [g.getAttribute('class'), ''];
+    for (const r of document.querySelectorAll('#tree .row[data-site]')) {
+      const marks = [...r.querySelectorAll('.mor, .held-tag, .override-tag')].map(m => m.textContent).join(' ');
+      if (sites[r.dataset.site]) sites[r.dataset.site][1] = marks;
+    }
+    const box = document.getElementById('overlay');
+    return [sites, box.hidden ? null : box.textContent, location.search];
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_domains_are_drawn_and_a_policy_overlay_marks_its_master_holders_and_overrides() {
+    let fed = federation().await;
+    let (global, region_b, b1) =
+        (fed.url("global-control"), fed.url("region-b-control"), fed.url("edge-zone-b1"));
+    // Region B writes a policy of its scope; its zone, once it holds it, overrides it locally.
+    fed.api.put_policy(&region_b, "region-b", "ingress", json!({"max_rps": 100})).await;
+    eventually(DEADLINE, "edge-zone-b1 to hold Region B's policy", || async {
+        fed.api.get_policy(&b1, "region-b", "ingress").await.map(|_| ()).ok_or_else(|| "not yet".to_owned())
+    })
+    .await;
+    fed.api.put_policy(&b1, "region-b", "ingress", json!({"max_rps": 500})).await;
+    eventually(DEADLINE, "global to hold both versions", || async {
+        let history = fed.api.get_json(&global, "/v1/objects/Policy/region-b/ingress/history").await;
+        let n = history["items"].as_array().map_or(0, Vec::len);
+        if n == 2 { Ok(()) } else { Err(format!("{n} versions")) }
+    })
+    .await;
+    with_browser(fed, |fed, browser| async move {
+        let global = fed.url("global-control");
+        browser.client.goto(&global).await.expect("open the page");
+        let domains = r#"
+            return Object.fromEntries([...document.querySelectorAll('#topology .trust-domain')]
+              .map(g => [g.dataset.trustDomain, g.dataset.sites.split(' ').sort()]));
+        "#;
+        let expected = json!({
+            "global": ["global-control"],
+            "region-a": ["edge-zone-a1", "edge-zone-a2", "region-a-control"],
+            "region-b": ["region-b-control"],
+            "edge-zone-b1": ["edge-zone-b1"],
+            "edge-zone-c": ["edge-zone-c"],
+        });
+        browser.wait("the demo's trust domains around their sites", domains, |d| *d == expected).await;
+        browser.js("window.__sameDocument = true; return null").await;
+
+        // Choosing the policy in the filter bar overlays it and keeps it in the URL.
+        let select = browser.client.find(Locator::Id("policy")).await.expect("the policy selector");
+        browser
+            .wait(
+                "the policy to be offered",
+                "return [...document.querySelectorAll('#policy option')].map(o => o.value)",
+                |v| v.as_array().is_some_and(|o| o.iter().any(|x| x == "Policy/region-b/ingress")),
+            )
+            .await;
+        select.select_by_value("Policy/region-b/ingress").await.expect("select the policy");
+        let shown = browser
+            .wait("the overlay", OVERLAY, |v| {
+                v[0]["edge-zone-b1"][0].as_str().is_some_and(|c| c.contains("override"))
+            })
+            .await;
+        let class = |site: &str| shown[0][site][0].as_str().unwrap_or("").to_owned();
+        let marks = |site: &str| shown[0][site][1].as_str().unwrap_or("").to_owned();
+        assert!(
+            class("region-b-control").contains("master") && class("region-b-control").contains("held"),
+            "{shown}"
+        );
+        assert_eq!(marks("region-b-control"), "★ M", "the master of record's row is marked: {shown}");
+        for held in ["global-control", "edge-zone-b1"] {
+            assert!(
+                class(held).contains("held") && !class(held).contains("not-held"),
+                "{held} holds it: {shown}"
+            );
+        }
+        assert_eq!(marks("edge-zone-b1"), "● held ↑ override", "the override from below stands out: {shown}");
+        for other in ["region-a-control", "edge-zone-a1", "edge-zone-a2", "edge-zone-c"] {
+            assert!(class(other).contains("not-held"), "{other} does not hold Region B's scope: {shown}");
+            assert_eq!(marks(other), "", "{other} carries no marker: {shown}");
+        }
+        let text = shown[1].as_str().expect("the overlay's summary");
+        assert!(text.contains("master of record ★ region-b-control"), "{text}");
+        assert!(text.contains("edge-zone-b1 (override from below, 1 version)"), "{text}");
+        assert!(text.contains("region-b-control (own, 1 version)"), "{text}");
+        assert_eq!(shown[2], "?policy=Policy%2Fregion-b%2Fingress", "the overlay is kept in the URL");
+        assert_eq!(browser.js("return window.__sameDocument === true").await, true, "no reload");
+        browser.screenshot("policy-overlay").await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_reconnects_and_resumes_after_its_site_is_killed_and_restarted() {
+    const REGION_A: &str = "region-a-control";
+    let mut fed = ProcessFederation::new();
+    fed.start(REGION_A);
+    let outcome = in_browser(fed, |mut fed, browser| async move {
+        let url = fed.url(REGION_A);
+        browser.client.goto(&url).await.expect("open the page");
+        let live = "return [document.getElementById('live').dataset.state, window.__sameDocument === true]";
+        browser.wait("the page to be live", live, |v| v[0] == "live").await;
+        fed.api.put_policy(&url, "region-a", "before", json!({"n": 1})).await;
+        let options = "return [...document.querySelectorAll('#policy option')].map(o => o.value)";
+        let offered =
+            |name: &'static str| move |v: &Value| v.as_array().is_some_and(|o| o.iter().any(|x| x == name));
+        browser.wait("the first policy to arrive live", options, offered("Policy/region-a/before")).await;
+        browser.js("window.__sameDocument = true; return null").await;
+
+        fed.kill_9(REGION_A);
+        browser.wait("the page to say it is reconnecting", live, |v| v[0] == "reconnecting").await;
+        browser.screenshot("site-restarting").await;
+        fed.start(REGION_A);
+        browser
+            .wait("the page to be live again without a reload", live, |v| v[0] == "live" && v[1] == true)
+            .await;
+
+        // A write after the restart arrives through the resumed stream.
+        fed.api.put_policy(&url, "region-a", "after", json!({"n": 2})).await;
+        browser
+            .wait("the write after the restart to arrive", options, offered("Policy/region-a/after"))
+            .await;
+        assert_eq!(browser.js("return window.__sameDocument === true").await, true, "no reload");
+        browser.screenshot("site-restarted").await;
+    })
+    .await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
 }

@@ -123,6 +123,12 @@ async fn a_client_sees_writes_as_they_happen_and_resumes_from_the_last_event_id(
     assert_eq!(after.until("write", "Policy/global/third").await.data["object"], "Policy/global/third");
     let mut both = EventStream::open(&site, "?after=0", Some(second.id)).await;
     assert!(both.next().await.expect("an event").id > second.id);
+
+    // `after=latest` skips everything stored: the first event is the next write.
+    let mut latest = EventStream::open(&site, "?after=latest", None).await;
+    put(&site, "fourth", json!({"n": 4})).await;
+    let first_new = latest.next().await.expect("an event");
+    assert_eq!(first_new.data["object"], "Policy/global/fourth", "nothing stored before is replayed");
     site.stop().await;
 }
 
@@ -167,7 +173,7 @@ async fn bad_event_requests_get_problem_documents() {
     assert_problem(response, StatusCode::BAD_REQUEST, "kinds has `weather`; list kinds separated by commas")
         .await;
     let response = site.http.get(format!("{url}?after=-1")).send().await.expect("get");
-    assert_problem(response, StatusCode::BAD_REQUEST, "after").await;
+    assert_problem(response, StatusCode::BAD_REQUEST, "after is `-1`; give an event id").await;
     let response = site.http.get(format!("{url}?follow=maybe")).send().await.expect("get");
     assert_problem(response, StatusCode::BAD_REQUEST, "follow").await;
     let response = site.http.get(&url).header("last-event-id", "yesterday").send().await.expect("get");

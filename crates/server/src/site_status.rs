@@ -46,7 +46,14 @@ impl Fleet {
         autonomy: model::Autonomy,
         parent: Option<model::SiteId>,
     ) -> Fleet {
-        Fleet { thresholds, status_interval, autonomy, parent, trust_domain: None, effective: Mutex::new(None) }
+        Fleet {
+            thresholds,
+            status_interval,
+            autonomy,
+            parent,
+            trust_domain: None,
+            effective: Mutex::new(None),
+        }
     }
 
     /// Settings from a site's configuration.

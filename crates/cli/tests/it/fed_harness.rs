@@ -114,6 +114,22 @@ pub fn policy(scope: &str, name: &str, spec: Value) -> Value {
     })
 }
 
+/// How a site answered [`Api::try_write`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// 200 or 201: the site committed the version it names.
+    Acknowledged(String),
+    /// A delete of an object that does not exist (or is already deleted).
+    NotFound,
+    /// 403: the site's authority rules refused the write (the problem document).
+    Refused(String),
+    /// No answer: the site is down, was killed mid-request, or did not answer in time. The
+    /// write may or may not have been committed; it was not acknowledged.
+    Unanswered(String),
+    /// Any other answer.
+    Other(String),
+}
+
 /// What a user does over a site's HTTP API.
 #[derive(Clone)]
 pub struct Api {
@@ -161,6 +177,44 @@ impl Api {
         }
         while let Some(done) = writers.join_next().await {
             done.expect("a writer task");
+        }
+    }
+
+    /// Writes a policy (`Some(spec)`) or deletes it (`None`) at `url` within `timeout`, and says
+    /// how the site answered, without asserting anything: for writers that run while sites are
+    /// killed and links cut.
+    pub async fn try_write(
+        &self,
+        url: &str,
+        scope: &str,
+        name: &str,
+        spec: Option<Value>,
+        timeout: Duration,
+    ) -> WriteOutcome {
+        let target = format!("{url}/v1/objects/Policy/{scope}/{name}");
+        let request = match &spec {
+            Some(spec) => self.http.put(&target).json(&policy(scope, name, spec.clone())),
+            None => self.http.delete(&target),
+        };
+        let response = match request.header("x-souverix-author", "chaos").timeout(timeout).send().await {
+            Ok(response) => response,
+            Err(e) => return WriteOutcome::Unanswered(e.to_string()),
+        };
+        let status = response.status();
+        let body: Value = match response.json().await {
+            Ok(body) => body,
+            Err(e) => return WriteOutcome::Unanswered(format!("{status}, then {e}")),
+        };
+        if status.is_success() {
+            return match body["metadata"]["version"].as_str() {
+                Some(version) => WriteOutcome::Acknowledged(version.to_owned()),
+                None => WriteOutcome::Other(format!("{status} names no version: {body}")),
+            };
+        }
+        match status {
+            reqwest::StatusCode::NOT_FOUND if spec.is_none() => WriteOutcome::NotFound,
+            reqwest::StatusCode::FORBIDDEN => WriteOutcome::Refused(body.to_string()),
+            _ => WriteOutcome::Other(format!("{status} {body}")),
         }
     }
 
@@ -507,6 +561,15 @@ impl ProcessFederation {
     /// Whether the site's process is running.
     pub fn is_running(&self, id: &str) -> bool {
         self.running.contains_key(id)
+    }
+
+    /// Starts every demo site that is not running.
+    pub fn start_all(&mut self) {
+        for id in DEMO_SITES {
+            if !self.is_running(id) {
+                self.start(id);
+            }
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod authority;
 mod browser;
+mod chaos;
 mod config_check;
 mod conflicts;
 mod durability;

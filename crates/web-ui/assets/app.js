@@ -295,7 +295,11 @@ function renderTree() {
   state.rows = flatten();
   state.active = Math.min(state.active, Math.max(0, state.rows.length - 1));
   document.getElementById("tree-spacer").style.height = `${state.rows.length * ROW_HEIGHT}px`;
-  document.getElementById("tree-empty").hidden = state.rows.length > 0 || !state.view;
+  const empty = document.getElementById("tree-empty");
+  empty.hidden = state.rows.length > 0 || !state.view;
+  empty.textContent = state.view && state.view.items.length === 0
+    ? "No site summaries have reached this site yet: each site publishes one every status interval."
+    : "No site matches the filters.";
   // Only the rows in (or near) the viewport are in the DOM.
   const first = Math.max(0, Math.floor(tree.scrollTop / ROW_HEIGHT) - OVERSCAN);
   const last = Math.min(state.rows.length, Math.ceil((tree.scrollTop + tree.clientHeight) / ROW_HEIGHT) + OVERSCAN);
@@ -521,7 +525,8 @@ function renderTopology() {
   }
   for (const [site, p] of pos) {
     const summary = state.summaries.get(site);
-    const letter = summary ? { global: "G", regional: "R", local: "L", autonomous: "A" }[summary.level] || "?" : "?";
+    const level = summary ? summary.level : state.site && state.site.id === site ? state.site.level : null;
+    const letter = { global: "G", regional: "R", local: "L", autonomous: "A" }[level] || "?";
     const text = `${letter} ${site}`;
     const w = text.length * 7 + 12;
     const role = overlayRole(site);

@@ -31,8 +31,8 @@ use model::{
 };
 use serde::{Deserialize, Serialize};
 use store::{
-    ApplyError, AuditRecord, ConflictPolicy, LinkQuery, LinkRecord, NewEvent, RemoteVersion, Store,
-    StoreError,
+    ApplyError, AuditRecord, Committed, ConflictPolicy, LinkQuery, LinkRecord, LocalWrite, NewEvent,
+    RemoteVersion, Store, StoreError, WriteError,
 };
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -131,6 +131,18 @@ pub enum ReceiveError {
     Internal(String),
 }
 
+/// Why a write made at this site did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalWriteError {
+    /// The authority rules forbid it here (recorded as an audit entry and a `refusal` event).
+    #[error("{} (rule `{}`)", .0.detail, .0.rule.as_str())]
+    Refused(Refusal),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("internal failure: {0}")]
+    Internal(String),
+}
+
 /// Why a signal or a link query was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -221,6 +233,7 @@ struct Inner {
     links: BTreeMap<SiteId, Arc<LinkRuntime>>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    calls: StoreCalls,
 }
 
 /// The sync engine of one site. Cheap to clone.
@@ -237,14 +250,31 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-async fn blocking<T: Send + 'static>(
+/// How the engine runs its store calls (which block until the storage answers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StoreCalls {
+    /// On tokio's blocking pool, so a slow disk never stalls the runtime: what a site runs.
+    #[default]
+    Blocking,
+    /// On the calling task, in place. Only for a single-threaded runtime that must be
+    /// deterministic (the simulator): no other thread ever touches the store.
+    Inline,
+}
+
+async fn run_store<T: Send + 'static>(
+    calls: StoreCalls,
     store: &Arc<dyn Store>,
     f: impl FnOnce(&dyn Store) -> T + Send + 'static,
 ) -> Result<T, String> {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || f(store.as_ref()))
-        .await
-        .map_err(|e| format!("store task failed: {e}"))
+    match calls {
+        StoreCalls::Inline => Ok(f(store.as_ref())),
+        StoreCalls::Blocking => {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || f(store.as_ref()))
+                .await
+                .map_err(|e| format!("store task failed: {e}"))
+        }
+    }
 }
 
 impl SyncEngine {
@@ -256,22 +286,34 @@ impl SyncEngine {
         clock: Arc<dyn Clock>,
         transport: Arc<dyn Transport>,
     ) -> Result<SyncEngine, StoreError> {
+        Self::start_with(cfg, store, clock, transport, StoreCalls::Blocking).await
+    }
+
+    /// [`SyncEngine::start`], choosing how store calls run.
+    pub async fn start_with(
+        cfg: EngineConfig,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        transport: Arc<dyn Transport>,
+        calls: StoreCalls,
+    ) -> Result<SyncEngine, StoreError> {
         let now = clock.now_ms();
         let mut links = BTreeMap::new();
         for link in &cfg.links {
             let peer = link.peer.clone();
             let record = {
                 let lookup = peer.clone();
-                blocking(&store, move |s| s.link(&lookup)).await.map_err(StoreError::Corrupt)??.unwrap_or(
-                    LinkRecord {
+                run_store(calls, &store, move |s| s.link(&lookup))
+                    .await
+                    .map_err(StoreError::Corrupt)??
+                    .unwrap_or(LinkRecord {
                         peer: peer.clone(),
                         cursor: 0,
                         peer_scopes: BTreeSet::new(),
                         last_sync_ms: None,
                         signal: Signal::Up.as_str().to_owned(),
                         peer_sites: Vec::new(),
-                    },
-                )
+                    })
             };
             let down = record.signal == Signal::Down.as_str();
             let mem = LinkMem {
@@ -298,8 +340,16 @@ impl SyncEngine {
             );
         }
         let (shutdown, _) = watch::channel(false);
-        let inner =
-            Arc::new(Inner { cfg, store, clock, transport, links, shutdown, tasks: Mutex::new(Vec::new()) });
+        let inner = Arc::new(Inner {
+            cfg,
+            store,
+            clock,
+            transport,
+            links,
+            shutdown,
+            tasks: Mutex::new(Vec::new()),
+            calls,
+        });
         let mut tasks = Vec::new();
         for link in inner.links.values() {
             if link.cfg.url.is_none() {
@@ -327,8 +377,35 @@ impl SyncEngine {
         }
     }
 
+    /// Stops every task at its next await point without letting a round finish, as a crash
+    /// would, and waits until they are gone. What the store committed stays; the simulator
+    /// uses this to crash a site.
+    pub async fn abort(&self) {
+        let tasks = std::mem::take(&mut *lock(&self.inner.tasks));
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
     pub fn site(&self) -> &SiteId {
         &self.inner.cfg.site
+    }
+
+    /// A write made at this site, the one path every client write takes: checks it against
+    /// the authority rules (a refusal is recorded: an audit entry and a `refusal` event),
+    /// commits it durably, then wakes the streaming links.
+    pub async fn write_local(&self, write: LocalWrite) -> Result<Committed, LocalWriteError> {
+        if let Err(refusal) = self.authorize_local(&write.key) {
+            self.record_refusal(&write.author, &write.key, &refusal, "").await;
+            return Err(LocalWriteError::Refused(refusal));
+        }
+        let committed =
+            self.inner.blocking(move |s| s.write(write)).await.map_err(LocalWriteError::Internal)??;
+        self.notify_change(None);
+        Ok(committed)
     }
 
     /// Tells the streaming links that the change log grew; `from` is the neighbour it came
@@ -399,7 +476,7 @@ impl SyncEngine {
             }
             mem.record.clone()
         };
-        blocking(&self.inner.store, move |s| s.save_link(&record)).await.map_err(StoreError::Corrupt)??;
+        self.inner.blocking(move |s| s.save_link(&record)).await.map_err(StoreError::Corrupt)??;
         info!(peer = %peer, signal = signal.as_str(), "link signal");
         link.wake.notify_one();
         Ok(self.inner.link_status(&link).await)
@@ -448,6 +525,13 @@ impl SyncEngine {
 }
 
 impl Inner {
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> T + Send + 'static,
+    ) -> Result<T, String> {
+        run_store(self.calls, &self.store, f).await
+    }
+
     fn link(&self, peer: &SiteId) -> Result<Arc<LinkRuntime>, LinkError> {
         self.links.get(peer).cloned().ok_or_else(|| LinkError::UnknownPeer {
             peer: peer.clone(),
@@ -616,34 +700,35 @@ impl Inner {
         }
         let now = self.clock.now_ms();
         let site = self.cfg.site.clone();
-        let result = blocking(&self.store, move |s| {
-            for (actor, key, version, refusal, context) in refusals {
-                s.append_audit(AuditRecord {
-                    at_ms: now,
-                    actor: actor.clone(),
-                    action: "write".into(),
-                    key: Some(key.clone()),
-                    version: version.clone(),
-                    outcome: "refused".into(),
-                    detail: format!("rule {}: {}{context}", refusal.rule.as_str(), refusal.detail),
-                })?;
-                s.append_event(NewEvent {
-                    at_ms: now,
-                    kind: "refusal".into(),
-                    object: Some(key),
-                    data: serde_json::json!({
-                        "site": site.as_str(),
-                        "actor": actor,
-                        "version": version.map(|v| v.to_string()),
-                        "rule": refusal.rule.as_str(),
-                        "detail": refusal.detail,
-                        "context": context,
-                    }),
-                })?;
-            }
-            Ok::<(), StoreError>(())
-        })
-        .await;
+        let result = self
+            .blocking(move |s| {
+                for (actor, key, version, refusal, context) in refusals {
+                    s.append_audit(AuditRecord {
+                        at_ms: now,
+                        actor: actor.clone(),
+                        action: "write".into(),
+                        key: Some(key.clone()),
+                        version: version.clone(),
+                        outcome: "refused".into(),
+                        detail: format!("rule {}: {}{context}", refusal.rule.as_str(), refusal.detail),
+                    })?;
+                    s.append_event(NewEvent {
+                        at_ms: now,
+                        kind: "refusal".into(),
+                        object: Some(key),
+                        data: serde_json::json!({
+                            "site": site.as_str(),
+                            "actor": actor,
+                            "version": version.map(|v| v.to_string()),
+                            "rule": refusal.rule.as_str(),
+                            "detail": refusal.detail,
+                            "context": context,
+                        }),
+                    })?;
+                }
+                Ok::<(), StoreError>(())
+            })
+            .await;
         match result {
             Ok(Ok(())) => {}
             Ok(Err(e)) => warn!(error = %e, "could not record a refusal"),
@@ -656,6 +741,8 @@ impl Inner {
     async fn watch_states(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         loop {
             tokio::select! {
+                // In this order, so a single-threaded runtime runs the same way every time.
+                biased;
                 _ = stop.changed() => {}
                 () = tokio::time::sleep(STATE_WATCH_PERIOD) => {}
             }
@@ -698,10 +785,9 @@ impl Inner {
             if changes.is_empty() {
                 continue;
             }
-            let result = blocking(&self.store, move |s| {
-                changes.into_iter().try_for_each(|e| s.append_event(e).map(|_| ()))
-            })
-            .await;
+            let result = self
+                .blocking(move |s| changes.into_iter().try_for_each(|e| s.append_event(e).map(|_| ())))
+                .await;
             match result {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => warn!(error = %e, "could not record link state events"),
@@ -753,6 +839,8 @@ impl Inner {
         let mut wait = Duration::ZERO;
         loop {
             tokio::select! {
+                // In this order, so a single-threaded runtime runs the same way every time.
+                biased;
                 _ = stop.changed() => {}
                 () = link.wake.notified() => {}
                 () = tokio::time::sleep(wait) => {}
@@ -822,10 +910,12 @@ impl Inner {
         for _ in 0..MAX_BATCHES_PER_ROUND {
             // Each lock is taken and released in its own statement: `link_scopes` locks too.
             let scopes = self.link_scopes(link);
+            let query_scopes = scopes.clone();
             let after = lock(&link.mem).record.cursor;
             let query = LinkQuery { after, peer: link.cfg.peer.clone(), scopes };
             let limit = link.cfg.batch_size;
-            let batch = blocking(&self.store, move |s| s.changes_for_link(&query, limit))
+            let batch = self
+                .blocking(move |s| s.changes_for_link(&query, limit))
                 .await?
                 .map_err(|e| format!("reading the change log failed: {e}"))?;
             let count = batch.changes.len();
@@ -835,6 +925,11 @@ impl Inner {
                 .map(|c| RemoteVersion { key: c.key, version: c.version, labels: c.labels, spec: c.spec })
                 .collect();
             let ack = self.send(link, url, batch.scanned_to, false, versions).await?;
+            if self.link_scopes(link) != query_scopes {
+                // The acknowledgement taught new scopes of the peer: the changes this batch
+                // skipped may now be due, so the cursor stays (`learn` moved it back).
+                continue;
+            }
             let record = {
                 let mut mem = lock(&link.mem);
                 mem.record.cursor = mem.record.cursor.max(ack.ack);
@@ -842,7 +937,7 @@ impl Inner {
                 mem.sent_versions += count as u64;
                 mem.record.clone()
             };
-            blocking(&self.store, move |s| s.save_link(&record))
+            self.blocking(move |s| s.save_link(&record))
                 .await?
                 .map_err(|e| format!("saving the link cursor failed: {e}"))?;
             if count < limit {
@@ -917,11 +1012,20 @@ impl Inner {
             if mem.record.peer_scopes == hello.scopes && mem.record.peer_sites == sites {
                 return;
             }
+            // A child that now holds scopes it did not before (its subtree, learned late) needs
+            // the changes of those scopes that the cursor already passed while they were not
+            // carried: the link rescans its log from the start (the child skips duplicates).
+            let widened = link.cfg.direction == Direction::Downstream
+                && hello.scopes.iter().any(|s| !mem.record.peer_scopes.contains(s));
+            if widened && mem.record.cursor > 0 {
+                info!(peer = %link.cfg.peer, cursor = mem.record.cursor, "the peer holds new scopes: re-reading the change log for them");
+                mem.record.cursor = 0;
+            }
             mem.record.peer_scopes = hello.scopes.clone();
             mem.record.peer_sites = sites;
             mem.record.clone()
         };
-        match blocking(&self.store, move |s| s.save_link(&record)).await {
+        match self.blocking(move |s| s.save_link(&record)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => warn!(peer = %link.cfg.peer, error = %e, "could not save the peer's scopes"),
             Err(e) => warn!(peer = %link.cfg.peer, error = %e, "could not save the peer's scopes"),
@@ -934,7 +1038,7 @@ impl Inner {
         let scopes = self.shared_scopes(link);
         let entries = {
             let scopes = scopes.clone();
-            blocking(&self.store, move |s| s.digest_entries(Some(&scopes)))
+            self.blocking(move |s| s.digest_entries(Some(&scopes)))
                 .await?
                 .map_err(|e| format!("reading digest entries failed: {e}"))?
         };
@@ -963,11 +1067,12 @@ impl Inner {
         if stale.is_empty() {
             return Ok(());
         }
-        let objects = blocking(&self.store, move |s| {
-            stale.iter().filter_map(|k| s.get(k).transpose()).collect::<Result<Vec<_>, _>>()
-        })
-        .await?
-        .map_err(|e| format!("reading objects to repair failed: {e}"))?;
+        let objects = self
+            .blocking(move |s| {
+                stale.iter().filter_map(|k| s.get(k).transpose()).collect::<Result<Vec<_>, _>>()
+            })
+            .await?
+            .map_err(|e| format!("reading objects to repair failed: {e}"))?;
         let repairs: Vec<RemoteVersion> = objects
             .into_iter()
             .map(|o| RemoteVersion { key: o.key, version: o.version, labels: o.labels, spec: o.spec })
@@ -1033,7 +1138,8 @@ impl Inner {
         let report = if held.is_empty() {
             store::ApplyReport::default()
         } else {
-            match blocking(&self.store, move |s| s.apply_remote(&from, &held, now, &policy))
+            match self
+                .blocking(move |s| s.apply_remote(&from, &held, now, &policy))
                 .await
                 .map_err(ReceiveError::Internal)?
             {
@@ -1084,7 +1190,8 @@ impl Inner {
             )));
         }
         let scopes = request.scopes.clone();
-        let entries = blocking(&self.store, move |s| s.digest_entries(Some(&scopes)))
+        let entries = self
+            .blocking(move |s| s.digest_entries(Some(&scopes)))
             .await
             .map_err(ReceiveError::Internal)??;
         let buckets = digest::differing(&digest::bucket_digests(&entries), &request.buckets);
@@ -1103,7 +1210,7 @@ impl Inner {
         let scopes = self.link_scopes(link);
         let after = lock(&link.mem).record.cursor;
         let query = LinkQuery { after, peer: link.cfg.peer.clone(), scopes };
-        let debt = match blocking(&self.store, move |s| s.link_debt(&query)).await {
+        let debt = match self.blocking(move |s| s.link_debt(&query)).await {
             Ok(Ok(debt)) => debt,
             Ok(Err(e)) => {
                 warn!(peer = %link.cfg.peer, error = %e, "could not read the link's debt");

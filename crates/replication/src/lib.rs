@@ -17,8 +17,8 @@ pub mod link;
 pub mod transport;
 
 pub use engine::{
-    Ack, BATCH_CONTENT_TYPE, DigestReply, DigestRequest, EngineConfig, LinkError, LinkStatus, ReceiveError,
-    SyncEngine, SyncStatus,
+    Ack, BATCH_CONTENT_TYPE, DigestReply, DigestRequest, EngineConfig, LinkError, LinkStatus,
+    LocalWriteError, ReceiveError, StoreCalls, SyncEngine, SyncStatus,
 };
 pub use link::{Direction, LinkConfig, LinkState, Signal};
 pub use transport::{HttpTransport, Transport, TransportError};

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use model::{Kind, ObjectDocument, ObjectKey, Scope, StoredObject, VersionId, format_rfc3339_millis};
+use replication::LocalWriteError;
 use serde::{Deserialize, Serialize};
 use store::{AuditEntry, Committed, HistoryEntry, ListFilter, LocalWrite, Precondition, WriteError};
 use tracing::Instrument;
@@ -192,29 +193,33 @@ fn write_error(state: &AppState, key: &ObjectKey, err: WriteError) -> ApiError {
     }
 }
 
-/// Refuses a write the authority rules forbid at this site (a scope it does not hold, an
-/// override its autonomy does not allow, a release it may not deploy): 403 naming the rule and
-/// the site's authority, an audit entry and a `refusal` event.
-async fn authorize(state: &AppState, write: &LocalWrite) -> Result<(), ApiError> {
-    let Err(refusal) = state.engine.authorize_local(&write.key) else {
-        return Ok(());
-    };
-    state.metrics.write(write.key.kind.as_str(), "refused");
-    state.engine.record_refusal(&write.author, &write.key, &refusal, "").await;
-    Err(ApiError::forbidden("authority", format!("{} (rule `{}`)", refusal.detail, refusal.rule.as_str())))
-}
-
-/// Authorizes and commits a write made at this site, then wakes the streaming links.
+/// Authorizes and commits a write made at this site, then wakes the streaming links
+/// (`SyncEngine::write_local`, the one write path). A write the authority rules forbid at this
+/// site (a scope it does not hold, an override its autonomy does not allow, a release it may
+/// not deploy) is a 403 naming the rule and the site's authority, with an audit entry and a
+/// `refusal` event.
 pub(crate) async fn commit(state: &AppState, write: LocalWrite) -> Result<Committed, ApiError> {
-    authorize(state, &write).await?;
     let key = write.key.clone();
-    match on_store(state, "write", move |s| s.write(write)).await? {
+    let started = Instant::now();
+    let result = state.engine.write_local(write).await;
+    state.metrics.store_latency("write", started.elapsed());
+    match result {
         Ok(committed) => {
             state.metrics.write(key.kind.as_str(), "applied");
-            state.engine.notify_change(None);
             Ok(committed)
         }
-        Err(err) => Err(write_error(state, &key, err)),
+        Err(LocalWriteError::Refused(refusal)) => {
+            state.metrics.write(key.kind.as_str(), "refused");
+            Err(ApiError::forbidden(
+                "authority",
+                format!("{} (rule `{}`)", refusal.detail, refusal.rule.as_str()),
+            ))
+        }
+        Err(LocalWriteError::Write(err)) => Err(write_error(state, &key, err)),
+        Err(LocalWriteError::Internal(err)) => {
+            tracing::error!(operation = "write", error = %err, "store task failed");
+            Err(ApiError::internal())
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 //! Prints a table and writes the figures to `target/bench/federation.json`.
 //! Run with `cargo bench -p cli --bench federation` (set `SOUVERIX_BENCH_OBJECTS` for fewer).
 
+#[path = "../common/mod.rs"]
 mod common;
 
 use common::{free_base_port, write_figures};

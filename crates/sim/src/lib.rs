@@ -99,6 +99,7 @@ pub struct Totals {
     pub delayed: u64,
     pub partitioned: u64,
     pub refused_down: u64,
+    pub refused_skew: u64,
     pub conflicts: u64,
     pub versions: u64,
     pub violations: BTreeMap<&'static str, u64>,
@@ -136,6 +137,7 @@ impl Totals {
         self.delayed += o.net.delayed;
         self.partitioned += o.net.partitioned;
         self.refused_down += o.net.refused_down;
+        self.refused_skew += o.net.refused_skew;
         self.conflicts += o.conflicts;
         self.versions += o.versions;
         for violation in &o.violations {
@@ -180,8 +182,14 @@ impl Totals {
         );
         let _ = writeln!(
             out,
-            "network: {} messages, {} lost, {} duplicated, {} delayed past others, {} dropped by partitions, {} refused by a down site",
-            self.messages, self.lost, self.duplicated, self.delayed, self.partitioned, self.refused_down
+            "network: {} messages, {} lost, {} duplicated, {} delayed past others, {} dropped by partitions, {} refused by a down site, {} batches refused for clock skew",
+            self.messages,
+            self.lost,
+            self.duplicated,
+            self.delayed,
+            self.partitioned,
+            self.refused_down,
+            self.refused_skew
         );
         let _ = writeln!(out, "outcome: {} versions, {} conflicts recorded", self.versions, self.conflicts);
         let violations: Vec<String> = self.violations.iter().map(|(k, n)| format!("{k} {n}")).collect();

@@ -3,7 +3,7 @@
 //! the topology, so it can be printed and replayed.
 
 use model::{Kind, ObjectKey, ObjectName, Scope, SiteId};
-use replication::{Direction, Signal};
+use replication::Signal;
 
 use crate::Params;
 use crate::dice::Dice;
@@ -275,12 +275,4 @@ fn choose_scope(dice: &mut Dice, topo: &Topology, site: &SiteId, own: &Scope) ->
         return scope_of(unrelated[usize::try_from(dice.below(unrelated.len() as u64)).unwrap_or(0)]);
     }
     own.clone()
-}
-
-/// The links of `site` in the direction given (for the heal).
-pub fn peers(topo: &Topology, site: &SiteId) -> Vec<(SiteId, Direction)> {
-    topo.sites
-        .get(site)
-        .map(|s| s.engine.links.iter().map(|l| (l.peer.clone(), l.direction)).collect())
-        .unwrap_or_default()
 }

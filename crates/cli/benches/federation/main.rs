@@ -1,194 +1,319 @@
-//! Federation sync benchmark on the demo topology, in one process on loopback with real
-//! SQLite files, fsync on every commit:
+//! The performance suite: fan-out, latency, drain, durable writes and resync of Souverix
+//! Federation, side by side with NATS JetStream 2.9 leaf nodes, on loopback on this machine.
 //!
-//! - fan-out: 10,000 policies of 1 KiB written at `global-control` (32 concurrent writers over
-//!   the HTTP API); time until every edge zone (`edge-zone-a1`, `edge-zone-a2`,
-//!   `edge-zone-b1`, `edge-zone-c`) holds all of them;
-//! - drain: `edge-zone-a1` cut from its region, 10,000 changes written there, then the link
-//!   restored; time until `global-control` holds all of them.
+//! - W1 fan-out: `SOUVERIX_BENCH_OBJECTS` (10,000) objects of 1 KiB written at the top by 64
+//!   concurrent clients; time until all four edges hold all of them, edge deliveries per second,
+//!   per-object latency p50/p99.
+//! - W1-latency: 200 writes at the top at 50 per second; per-object latency to each edge.
+//! - W2 drain: one edge cut, the objects written there, the link restored; time from the link
+//!   coming up until the top holds all of them; bytes sent.
+//! - W3 durable writes: the objects written one at a time by one client, then by 64 clients, at
+//!   one site; writes per second and latency, next to this machine's fsync latency and
+//!   sequential write bandwidth measured in the same run on the same filesystem.
+//! - W5 resync (ours only): an edge cut while the top rewrites 1,000 objects 20 times each;
+//!   bytes sent to the edge on reconnect ÷ bytes of the final versions.
 //!
-//! Prints a table and writes the figures to `target/bench/federation.json`.
-//! Run with `cargo bench -p cli --bench federation` (set `SOUVERIX_BENCH_OBJECTS` for fewer).
+//! Ours: the seven sites of `topology.yaml` (1 global, 2 regions, 2 edge zones under each), all
+//! links continuous, every commit fsynced before it is acknowledged. The peer: `nats.rs`.
+//! Prints a table and writes the same figures to `target/bench/federation.json`.
+//!
+//! `cargo bench -p cli --bench federation`; `SOUVERIX_BENCH_OBJECTS=1000` for a quick run,
+//! `SOUVERIX_BENCH_PEER=0` to leave NATS out, `RUST_LOG=debug` to see what every site does.
 
 #[path = "../common/mod.rs"]
 mod common;
+mod disk;
+mod nats;
+mod ours;
+mod stats;
+mod workload;
 
-use common::{free_base_port, write_figures};
+use std::path::Path;
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use serde_json::json;
 
-use config::FederationConfig;
-use model::{Scope, SiteId};
-use server::{RunningSite, SystemClock};
+use crate::common::{free_base_port, write_figures};
+use crate::disk::Disk;
+use crate::workload::{Drain, FanOut, Paced, Resync, SETTLE, Writes};
 
-const WRITERS: usize = 32;
-const DEADLINE: Duration = Duration::from_secs(900);
+struct Figures {
+    fan_out: FanOut,
+    paced: Paced,
+    drain: Drain,
+    sequential: Writes,
+    concurrent: Writes,
+}
 
 fn main() -> anyhow::Result<()> {
+    // `RUST_LOG=debug` shows what each site does, with timestamps, for profiling.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let objects: usize =
-        std::env::var("SOUVERIX_BENCH_OBJECTS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+        std::env::var("SOUVERIX_BENCH_OBJECTS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000).max(1);
+    let peer = std::env::var("SOUVERIX_BENCH_PEER").map_or(true, |v| v != "0");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(run(objects))
+    runtime.block_on(run(objects, peer))
 }
 
-async fn run(objects: usize) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let base = free_base_port(7)?;
-    let configs = FederationConfig::embedded_demo().site_configs_for_run(base, dir.path())?;
-    let mut sites = Vec::new();
-    for config in &configs {
-        let listener = tokio::net::TcpListener::bind(config.listen).await?;
-        sites.push(RunningSite::start(config, dir.path(), listener, Arc::new(SystemClock)).await?);
-    }
-    let site = |id: &str| sites.iter().find(|s| s.id.as_str() == id).expect("a demo site");
-    let http = reqwest::Client::builder().pool_max_idle_per_host(WRITERS).build()?;
+async fn run(objects: usize, peer: bool) -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new().prefix("souverix-bench-").tempdir()?;
 
-    // Fan-out from global to every edge zone.
-    let global = site("global-control");
-    let edges = ["edge-zone-a1", "edge-zone-a2", "edge-zone-b1", "edge-zone-c"];
-    let bytes_before = total_sent_bytes(&sites).await;
-    let started = Instant::now();
-    write_many(&http, &global.url, "global", "fanout", objects).await?;
-    let written = started.elapsed();
-    let mut arrivals = Vec::new();
-    for edge in edges {
-        wait_for_count(site(edge), "global", objects, started).await?;
-        arrivals.push((edge, started.elapsed()));
-    }
-    let fanout = started.elapsed();
-    let fanout_bytes = total_sent_bytes(&sites).await - bytes_before;
-
-    // Drain a backlog from a cut edge zone to global.
-    let a1 = site("edge-zone-a1");
-    let region_a = SiteId::new("region-a-control")?;
-    a1.engine.signal(&region_a, replication::Signal::Down).await?;
-    write_many(&http, &a1.url, "edge-zone-a1", "drain", objects).await?;
-    let pending = a1.engine.status().await.links.iter().map(|l| l.pending).sum::<u64>();
-    let bytes_before = total_sent_bytes(&sites).await;
-    let restored = Instant::now();
-    a1.engine.signal(&region_a, replication::Signal::Up).await?;
-    wait_for_count(global, "edge-zone-a1", objects, restored).await?;
-    let drain = restored.elapsed();
-    let drain_bytes = total_sent_bytes(&sites).await - bytes_before;
-
-    for s in sites {
-        s.stop().await?;
-    }
-
-    let secs = |d: Duration| d.as_secs_f64();
-    println!(
-        "federation benchmark: demo topology (7 sites), {objects} objects of 1 KiB, fsync on every commit"
+    eprintln!("ours: W1, W1-latency, W2, W5 on seven sites");
+    let (fan_out, paced, drain, resync) = {
+        let data = dir.path().join("ours");
+        let ours = ours::Ours::start(&data, false).await?;
+        ours.settle().await?;
+        let fan_out = ours.fan_out(objects).await?;
+        ours.settle().await?;
+        let paced = ours.paced().await?;
+        ours.settle().await?;
+        let drain = ours.drain(objects).await?;
+        ours.settle().await?;
+        let resync = ours.resync().await?;
+        ours.stop().await?;
+        (fan_out, paced, drain, resync)
+    };
+    // Right before and right after W3, since other work on a shared machine moves it; the
+    // floor is the faster of the two.
+    eprintln!("measuring the disk under {}", dir.path().display());
+    let before = disk::measure(dir.path())?;
+    eprintln!("ours: W3 on one site");
+    let (sequential, concurrent) = {
+        let single = ours::Ours::start(&dir.path().join("ours-w3"), true).await?;
+        single.settle().await?;
+        let w3 = single.durable(objects).await?;
+        single.stop().await?;
+        w3
+    };
+    let after = disk::measure(dir.path())?;
+    eprintln!(
+        "disk: fsync floor p50 {:.3} ms before W3, {:.3} ms after",
+        before.fsync.p(50.0),
+        after.fsync.p(50.0)
     );
-    println!("{:<44} {:>12}", "measure", "value");
-    println!("{:<44} {:>12.2}", "fan-out: writes accepted at global (s)", secs(written));
-    println!("{:<44} {:>12.1}", "fan-out: accepted writes per second", objects as f64 / secs(written));
-    for (edge, at) in &arrivals {
-        println!("{:<44} {:>12.2}", format!("fan-out: all present at {edge} (s)"), secs(*at));
-    }
-    println!("{:<44} {:>12.2}", "fan-out: all present at every edge zone (s)", secs(fanout));
-    println!("{:<44} {:>12.1}", "fan-out: objects per second (end to end)", objects as f64 / secs(fanout));
-    println!(
-        "{:<44} {:>12.1}",
-        "fan-out: edge deliveries per second",
-        (objects * edges.len()) as f64 / secs(fanout)
-    );
-    println!("{:<44} {:>12}", "fan-out: batch bytes sent on all links", fanout_bytes);
-    println!("{:<44} {:>12}", "drain: changes pending at edge-zone-a1", pending);
-    println!("{:<44} {:>12.2}", "drain: link up to all present at global (s)", secs(drain));
-    println!("{:<44} {:>12.1}", "drain: objects per second", objects as f64 / secs(drain));
-    println!("{:<44} {:>12}", "drain: batch bytes sent on all links", drain_bytes);
+    let disk = if before.fsync.p(50.0) <= after.fsync.p(50.0) { before } else { after };
+    let ours = Figures { fan_out, paced, drain, sequential, concurrent };
 
-    let json = serde_json::json!({
-        "objects": objects,
-        "object_bytes": 1024,
-        "fanout": {
-            "writes_seconds": secs(written),
-            "edges_seconds": arrivals.iter().map(|(e, d)| (e.to_string(), secs(*d))).collect::<std::collections::BTreeMap<_, _>>(),
-            "all_edges_seconds": secs(fanout),
-            "objects_per_second": objects as f64 / secs(fanout),
-            "edge_deliveries_per_second": (objects * edges.len()) as f64 / secs(fanout),
-            "bytes_sent": fanout_bytes,
-        },
-        "drain": {
-            "pending": pending,
-            "seconds": secs(drain),
-            "objects_per_second": objects as f64 / secs(drain),
-            "bytes_sent": drain_bytes,
-        },
-    });
-    write_figures("federation", &json)?;
-    Ok(())
-}
-
-/// Writes `count` policies in `scope` with `WRITERS` concurrent clients.
-async fn write_many(
-    http: &reqwest::Client,
-    url: &str,
-    scope: &str,
-    prefix: &str,
-    count: usize,
-) -> anyhow::Result<()> {
-    let mut tasks = Vec::new();
-    for writer in 0..WRITERS {
-        let (http, url, scope, prefix) = (http.clone(), url.to_owned(), scope.to_owned(), prefix.to_owned());
-        tasks.push(tokio::spawn(async move {
-            for i in (writer..count).step_by(WRITERS) {
-                let name = format!("{prefix}-{i:05}");
-                let payload = payload(i as u64);
-                let doc = serde_json::json!({
-                    "apiVersion": "souverix/v1", "kind": "Policy",
-                    "metadata": {"name": name, "scope": scope},
-                    "spec": {"payload": payload},
-                });
-                let response =
-                    http.put(format!("{url}/v1/objects/Policy/{scope}/{name}")).json(&doc).send().await?;
-                anyhow::ensure!(response.status().is_success(), "write refused: {}", response.text().await?);
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
-    Ok(())
-}
-
-/// About 1 KiB of incompressible text, different for every object, so bytes sent are honest.
-fn payload(seed: u64) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..960)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            char::from(ALPHABET[(state % 64) as usize])
-        })
-        .collect()
-}
-
-/// Waits until `site` holds `count` objects of `scope` (polling its store every 50 ms).
-async fn wait_for_count(site: &RunningSite, scope: &str, count: usize, since: Instant) -> anyhow::Result<()> {
-    let scopes = BTreeSet::from([Scope::new(scope)?]);
-    loop {
-        let store = site.store.clone();
-        let scopes = scopes.clone();
-        let held = tokio::task::spawn_blocking(move || store.digest_entries(Some(&scopes))).await??.len();
-        if held >= count {
-            return Ok(());
+    let theirs = if !peer {
+        None
+    } else if !Path::new(nats::NATS_SERVER).exists() {
+        eprintln!(
+            "{} is not installed (apt-get install nats-server): the peer is left out",
+            nats::NATS_SERVER
+        );
+        None
+    } else {
+        eprintln!("NATS JetStream: W1, W1-latency, W2, W3");
+        let data = dir.path().join("nats");
+        let nats = nats::Nats::start(free_base_port(nats::PORTS)?, &data).await?;
+        let figures = async {
+            nats::create_buckets(&nats).await?;
+            tokio::time::sleep(SETTLE).await;
+            let fan_out = nats::fan_out(&nats, objects).await?;
+            tokio::time::sleep(SETTLE).await;
+            let paced = nats::paced(&nats).await?;
+            tokio::time::sleep(SETTLE).await;
+            let drain = nats::drain(&nats, objects).await?;
+            tokio::time::sleep(SETTLE).await;
+            let (sequential, concurrent) = nats::durable(&nats, objects).await?;
+            anyhow::Ok(Figures { fan_out, paced, drain, sequential, concurrent })
         }
-        anyhow::ensure!(since.elapsed() < DEADLINE, "{} holds {held} of {count} after {DEADLINE:?}", site.id);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        .await;
+        nats.stop().await?;
+        Some(figures?)
+    };
+
+    report(objects, &disk, &ours, &resync, theirs.as_ref())
+}
+
+/// One line of the table: ours, theirs, ours ÷ theirs, the target and whether it is met.
+struct Line {
+    measure: String,
+    ours: f64,
+    theirs: Option<f64>,
+    target: String,
+    met: Option<bool>,
+}
+
+fn line(measure: &str, ours: f64, theirs: Option<f64>) -> Line {
+    Line { measure: measure.to_owned(), ours, theirs, target: String::new(), met: None }
+}
+
+impl Line {
+    fn target(mut self, target: &str, met: Option<bool>) -> Line {
+        self.target = target.to_owned();
+        self.met = met;
+        self
+    }
+
+    fn ratio(&self) -> Option<f64> {
+        self.theirs.map(|t| self.ours / t)
     }
 }
 
-/// Encoded batch bytes every site has sent since it started.
-async fn total_sent_bytes(sites: &[RunningSite]) -> u64 {
-    let mut total = 0;
-    for site in sites {
-        total += site.engine.status().await.links.iter().map(|l| l.sent_bytes).sum::<u64>();
+fn report(
+    objects: usize,
+    disk: &Disk,
+    ours: &Figures,
+    resync: &Resync,
+    theirs: Option<&Figures>,
+) -> anyhow::Result<()> {
+    let t = |f: fn(&Figures) -> f64| theirs.map(f);
+    let fsync_ms = disk.fsync.p(50.0);
+    // What W1 must write at the seven sites: every object's content, once per site.
+    let object_bytes = serde_json::to_string(&workload::spec(0))?.len() as f64;
+    let w1_disk_floor = 7.0 * objects as f64 * object_bytes / disk.write_bandwidth;
+
+    let w1 = line(
+        "W1 edge deliveries per second",
+        ours.fan_out.deliveries_per_second(),
+        t(|f| f.fan_out.deliveries_per_second()),
+    );
+    let w1_ratio = w1.ratio();
+    let w1 = w1.target(">= 3x NATS (ahead: > 1x)", w1_ratio.map(|r| r >= 3.0));
+    let lat = line("W1-latency p99 (ms)", ours.paced.all.p(99.0), t(|f| f.paced.all.p(99.0)));
+    let lat_met = lat.ratio().map(|r| r <= 1.0);
+    let lat = lat.target("<= NATS", lat_met);
+    let w2 = line("W2 link up to all at the top (s)", ours.drain.seconds, t(|f| f.drain.seconds));
+    let w2_met = w2.ratio().map(|r| r <= 1.0 / 3.0);
+    let w2 = w2.target("<= NATS / 3", w2_met);
+    let seq_mean = ours.sequential.seconds * 1000.0 / ours.sequential.writes as f64;
+    let w5_ratio = resync.bytes_sent as f64 / resync.final_bytes as f64;
+
+    let lines = vec![
+        line(
+            "W1 writes accepted at the top (s)",
+            ours.fan_out.writes_seconds,
+            t(|f| f.fan_out.writes_seconds),
+        ),
+        line("W1 all objects at all edges (s)", ours.fan_out.seconds, t(|f| f.fan_out.seconds)),
+        w1,
+        line(
+            "W1 propagation latency p50 (ms)",
+            ours.fan_out.latency.p(50.0),
+            t(|f| f.fan_out.latency.p(50.0)),
+        ),
+        line(
+            "W1 propagation latency p99 (ms)",
+            ours.fan_out.latency.p(99.0),
+            t(|f| f.fan_out.latency.p(99.0)),
+        ),
+        line(
+            "W1 bytes sent between sites",
+            ours.fan_out.bytes_sent as f64,
+            t(|f| f.fan_out.bytes_sent as f64),
+        ),
+        line("W1 disk floor: 7 sites' bytes / bandwidth (s)", w1_disk_floor, None),
+        line("W1-latency p50 (ms)", ours.paced.all.p(50.0), t(|f| f.paced.all.p(50.0))),
+        lat,
+        w2,
+        line("W2 bytes sent between sites", ours.drain.bytes_sent as f64, t(|f| f.drain.bytes_sent as f64)),
+        line(
+            "W3a sequential writes per second",
+            ours.sequential.per_second(),
+            t(|f| f.sequential.per_second()),
+        ),
+        line(
+            "W3a latency mean (ms)",
+            seq_mean,
+            t(|f| f.sequential.seconds * 1000.0 / f.sequential.writes as f64),
+        )
+        .target(&format!("<= 1.5 x fsync p50 = {:.2}", 1.5 * fsync_ms), Some(seq_mean <= 1.5 * fsync_ms)),
+        line("W3a latency p50 (ms)", ours.sequential.latency.p(50.0), t(|f| f.sequential.latency.p(50.0))),
+        line("W3a latency p99 (ms)", ours.sequential.latency.p(99.0), t(|f| f.sequential.latency.p(99.0))),
+        line(
+            "W3b 64 clients: writes per second",
+            ours.concurrent.per_second(),
+            t(|f| f.concurrent.per_second()),
+        )
+        .target(
+            &format!(">= 10 x W3a = {:.0}", 10.0 * ours.sequential.per_second()),
+            Some(ours.concurrent.per_second() >= 10.0 * ours.sequential.per_second()),
+        ),
+        line("W3b latency p50 (ms)", ours.concurrent.latency.p(50.0), t(|f| f.concurrent.latency.p(50.0))),
+        line("W3b latency p99 (ms)", ours.concurrent.latency.p(99.0), t(|f| f.concurrent.latency.p(99.0))),
+        line("W5 bytes sent to the edge / final versions", w5_ratio, None)
+            .target("<= 1.2", Some(w5_ratio <= 1.2)),
+    ];
+
+    println!(
+        "federation benchmark: {objects} objects of 1 KiB; ours fsyncs every commit before acknowledging, NATS 2.9 does not"
+    );
+    println!(
+        "disk: 4 KiB write + fdatasync p50 {:.3} ms, p99 {:.3} ms (preallocated file: the floor); \
+         {:.3} ms, p99 {:.3} ms (appending); sequential writes {:.0} MB/s",
+        fsync_ms,
+        disk.fsync.p(99.0),
+        disk.fsync_append.p(50.0),
+        disk.fsync_append.p(99.0),
+        disk.write_bandwidth / 1e6
+    );
+    println!("{:<46} {:>12} {:>12} {:>9}  {:<28} met", "measure", "ours", "NATS", "ours/NATS", "target");
+    for l in &lines {
+        let theirs = l.theirs.map_or("-".to_owned(), |v| format!("{v:.2}"));
+        let ratio = l.ratio().map_or("-".to_owned(), |r| format!("{r:.2}"));
+        let met = match l.met {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "",
+        };
+        println!("{:<46} {:>12.2} {:>12} {:>9}  {:<28} {}", l.measure, l.ours, theirs, ratio, l.target, met);
     }
-    total
+    for (edge, latencies) in &ours.paced.per_edge {
+        println!("W1-latency at {edge}: p50 {:.2} ms, p99 {:.2} ms", latencies.p(50.0), latencies.p(99.0));
+    }
+    println!(
+        "W5: {} objects x {} rewrites; {} bytes sent to the edge for {} bytes of final versions in {:.2} s",
+        resync.objects, resync.rounds, resync.bytes_sent, resync.final_bytes, resync.seconds
+    );
+
+    let side = |f: &Figures| {
+        json!({
+            "w1": {
+                "writes_seconds": f.fan_out.writes_seconds,
+                "seconds": f.fan_out.seconds,
+                "edge_deliveries_per_second": f.fan_out.deliveries_per_second(),
+                "latency": f.fan_out.latency.json(),
+                "bytes_sent": f.fan_out.bytes_sent,
+            },
+            "w1_latency": {
+                "all": f.paced.all.json(),
+                "per_edge": f.paced.per_edge.iter().map(|(e, l)| (e.clone(), l.json())).collect::<serde_json::Map<_, _>>(),
+            },
+            "w2": { "objects": f.drain.objects, "seconds": f.drain.seconds, "bytes_sent": f.drain.bytes_sent },
+            "w3": {
+                "sequential": { "writes_per_second": f.sequential.per_second(), "latency": f.sequential.latency.json() },
+                "concurrent": {
+                    "clients": f.concurrent.clients,
+                    "writes_per_second": f.concurrent.per_second(),
+                    "latency": f.concurrent.latency.json(),
+                },
+            },
+        })
+    };
+    let mut ours_json = side(ours);
+    ours_json["w5"] = json!({
+        "objects": resync.objects, "rounds": resync.rounds, "bytes_sent": resync.bytes_sent,
+        "final_bytes": resync.final_bytes, "ratio": w5_ratio, "seconds": resync.seconds,
+    });
+    let figures = json!({
+        "objects": objects,
+        "disk": {
+            "fsync": disk.fsync.json(),
+            "fsync_append": disk.fsync_append.json(),
+            "write_bytes_per_second": disk.write_bandwidth,
+            "w1_floor_seconds": w1_disk_floor,
+        },
+        "ours": ours_json,
+        "nats": theirs.map(side),
+        "table": lines.iter().map(|l| json!({
+            "measure": l.measure, "ours": l.ours, "nats": l.theirs, "ratio": l.ratio(),
+            "target": l.target, "met": l.met,
+        })).collect::<Vec<_>>(),
+    });
+    write_figures("federation", &figures)
 }

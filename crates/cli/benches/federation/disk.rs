@@ -1,0 +1,73 @@
+//! This machine's physical limits, measured in the same run on the filesystem of the bench's
+//! data directory: the latency of writing a 4 KiB page and making it durable with `fdatasync`
+//! (what SQLite's WAL commit does once per transaction), over a preallocated file (the floor: no
+//! file metadata to journal) and at the end of a growing file; and the sequential write
+//! bandwidth.
+
+use std::io::{Seek as _, SeekFrom, Write as _};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::stats::Latencies;
+
+/// The fsync floor and the sequential bandwidth.
+pub struct Disk {
+    /// Overwrite 4 KiB of a preallocated file + fdatasync, per call: the floor.
+    pub fsync: Latencies,
+    /// Append 4 KiB + fdatasync, per call (the file's size changes, so the filesystem journals).
+    pub fsync_append: Latencies,
+    /// Sequential writes of 1 MiB blocks, then one fsync: bytes per second.
+    pub write_bandwidth: f64,
+}
+
+const FSYNC_ROUNDS: usize = 1000;
+const BANDWIDTH_BYTES: usize = 256 << 20;
+
+pub fn measure(dir: &Path) -> anyhow::Result<Disk> {
+    let page = [0x5au8; 4096];
+    let path = dir.join("fsync-floor.bin");
+    let mut file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
+    for _ in 0..FSYNC_ROUNDS {
+        file.write_all(&page)?;
+    }
+    file.sync_all()?;
+    file.seek(SeekFrom::Start(0))?;
+    let mut fsync = Vec::with_capacity(FSYNC_ROUNDS);
+    for _ in 0..FSYNC_ROUNDS {
+        let started = Instant::now();
+        file.write_all(&page)?;
+        file.sync_data()?;
+        fsync.push(started.elapsed());
+    }
+    drop(file);
+    std::fs::remove_file(&path)?;
+
+    let path = dir.join("fsync-append.bin");
+    let mut file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
+    let mut fsync_append = Vec::with_capacity(FSYNC_ROUNDS);
+    for _ in 0..FSYNC_ROUNDS {
+        let started = Instant::now();
+        file.write_all(&page)?;
+        file.sync_data()?;
+        fsync_append.push(started.elapsed());
+    }
+    drop(file);
+    std::fs::remove_file(&path)?;
+
+    let path = dir.join("bandwidth.bin");
+    let mut file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
+    let block = vec![0xa5u8; 1 << 20];
+    let started = Instant::now();
+    for _ in 0..BANDWIDTH_BYTES / block.len() {
+        file.write_all(&block)?;
+    }
+    file.sync_all()?;
+    let took = started.elapsed().max(Duration::from_micros(1));
+    drop(file);
+    std::fs::remove_file(&path)?;
+    Ok(Disk {
+        fsync: Latencies::new(fsync),
+        fsync_append: Latencies::new(fsync_append),
+        write_bandwidth: BANDWIDTH_BYTES as f64 / took.as_secs_f64(),
+    })
+}

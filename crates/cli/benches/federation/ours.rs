@@ -1,0 +1,390 @@
+//! Souverix Federation: the bench's seven sites (`topology.yaml`) in this process, each with its
+//! own SQLite file (WAL, `synchronous=FULL`: every commit fsynced before it is acknowledged)
+//! and its own HTTP server on loopback; writes go through the public API.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use config::FederationConfig;
+use model::{Scope, SiteId};
+use replication::Signal;
+use server::{RunningSite, SystemClock};
+
+use crate::common::free_base_port;
+use crate::stats::Latencies;
+use crate::workload::{
+    DEADLINE, Drain, FanOut, LATENCY_EVERY, LATENCY_WRITES, Paced, Resync, SETTLE, W5_OBJECTS, W5_ROUNDS,
+    WRITERS, Writes, arrival_latencies, spec,
+};
+
+const TOPOLOGY: &str = include_str!("topology.yaml");
+pub const EDGES: [&str; 4] = ["edge-zone-a1", "edge-zone-a2", "edge-zone-b1", "edge-zone-b2"];
+const SINGLE: &str = "Federation:
+  name: single
+  sites:
+    global-control:
+      Site: {status_interval: 60s}
+      Authority: {level: global, master: global-control}
+";
+
+pub struct Ours {
+    sites: Vec<RunningSite>,
+    http: reqwest::Client,
+}
+
+impl Ours {
+    /// Starts the seven sites of `topology.yaml` (or the one site of a single-site federation).
+    pub async fn start(dir: &Path, single: bool) -> anyhow::Result<Ours> {
+        let (text, file) = if single { (SINGLE, "single.yaml") } else { (TOPOLOGY, "topology.yaml") };
+        let federation = FederationConfig::parse(text, file, dir)?;
+        let base = free_base_port(federation.sites().len() as u16)?;
+        let configs = federation.site_configs_for_run(base, dir)?;
+        let mut sites = Vec::new();
+        for config in &configs {
+            let listener = tokio::net::TcpListener::bind(config.listen).await?;
+            sites.push(RunningSite::start(config, dir, listener, Arc::new(SystemClock)).await?);
+        }
+        let http = reqwest::Client::builder().pool_max_idle_per_host(WRITERS).build()?;
+        Ok(Ours { sites, http })
+    }
+
+    pub async fn stop(self) -> anyhow::Result<()> {
+        for site in self.sites {
+            site.stop().await?;
+        }
+        Ok(())
+    }
+
+    fn site(&self, id: &str) -> &RunningSite {
+        self.sites.iter().find(|s| s.id.as_str() == id).expect("a site of the bench topology")
+    }
+
+    /// Waits until no link of any site has changes pending, then `SETTLE`.
+    pub async fn settle(&self) -> anyhow::Result<()> {
+        let since = Instant::now();
+        loop {
+            let mut pending = 0;
+            for site in &self.sites {
+                pending += site.engine.status().await.links.iter().map(|l| l.pending).sum::<u64>();
+            }
+            if pending == 0 {
+                break;
+            }
+            anyhow::ensure!(since.elapsed() < DEADLINE, "{pending} changes still pending after {DEADLINE:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(SETTLE).await;
+        Ok(())
+    }
+
+    /// Encoded batch bytes every site has sent on every link since it started.
+    async fn bytes_sent(&self) -> u64 {
+        let mut total = 0;
+        for site in &self.sites {
+            total += site.engine.status().await.links.iter().map(|l| l.sent_bytes).sum::<u64>();
+        }
+        total
+    }
+
+    /// Encoded batch bytes `from` has sent to `to`.
+    async fn link_bytes(&self, from: &str, to: &str) -> u64 {
+        self.site(from)
+            .engine
+            .status()
+            .await
+            .links
+            .iter()
+            .filter(|l| l.peer == to)
+            .map(|l| l.sent_bytes)
+            .sum()
+    }
+
+    /// Cuts or restores the link between an edge and its region, at both ends.
+    async fn signal(&self, edge: &str, region: &str, signal: Signal) -> anyhow::Result<()> {
+        self.site(edge).engine.signal(&SiteId::new(region)?, signal).await?;
+        self.site(region).engine.signal(&SiteId::new(edge)?, signal).await?;
+        Ok(())
+    }
+
+    /// Writes `names` in `scope` at `site` with `writers` concurrent clients; returns when each
+    /// write was sent and each write's latency.
+    async fn write(
+        &self,
+        site: &str,
+        scope: &str,
+        names: Vec<String>,
+        writers: usize,
+        seed: u64,
+    ) -> anyhow::Result<(HashMap<String, Instant>, Vec<Duration>)> {
+        let url = self.site(site).url.clone();
+        let names = Arc::new(names);
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..writers {
+            let (http, url, scope, names, next) =
+                (self.http.clone(), url.clone(), scope.to_owned(), names.clone(), next.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut done = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(name) = names.get(i) else { break };
+                    let sent = Instant::now();
+                    put(&http, &url, &scope, name, seed + i as u64).await?;
+                    done.push((name.clone(), sent, sent.elapsed()));
+                }
+                anyhow::Ok(done)
+            }));
+        }
+        let mut started = HashMap::new();
+        let mut latencies = Vec::new();
+        for task in tasks {
+            for (name, sent, took) in task.await?? {
+                started.insert(name, sent);
+                latencies.push(took);
+            }
+        }
+        Ok((started, latencies))
+    }
+
+    /// W1.
+    pub async fn fan_out(&self, objects: usize) -> anyhow::Result<FanOut> {
+        let names: Vec<String> = (0..objects).map(|i| format!("w1-{i:05}")).collect();
+        let watch = Arrivals::watch(&EDGES.map(|e| self.site(e)), "w1-").await?;
+        let bytes_before = self.bytes_sent().await;
+        let started = Instant::now();
+        let (sent, _) = self.write("global-control", "global", names, WRITERS, 1_000_000).await?;
+        let writes_seconds = started.elapsed().as_secs_f64();
+        let arrived = watch.wait_for(objects * EDGES.len()).await?;
+        let last = arrived.values().max().copied().unwrap_or(started);
+        let (latency, _) = arrival_latencies(&sent, &arrived, EDGES.len());
+        Ok(FanOut {
+            objects,
+            edges: EDGES.len(),
+            writes_seconds,
+            seconds: last.duration_since(started).as_secs_f64(),
+            latency,
+            bytes_sent: self.bytes_sent().await - bytes_before,
+        })
+    }
+
+    /// W1-latency.
+    pub async fn paced(&self) -> anyhow::Result<Paced> {
+        let watch = Arrivals::watch(&EDGES.map(|e| self.site(e)), "lat-").await?;
+        let sent = Arc::new(Mutex::new(HashMap::new()));
+        let mut tick = tokio::time::interval(LATENCY_EVERY);
+        let mut tasks = Vec::new();
+        for i in 0..LATENCY_WRITES {
+            tick.tick().await;
+            let (http, url, sent) =
+                (self.http.clone(), self.site("global-control").url.clone(), sent.clone());
+            tasks.push(tokio::spawn(async move {
+                let name = format!("lat-{i:03}");
+                let at = Instant::now();
+                lock(&sent).insert(name.clone(), at);
+                put(&http, &url, "global", &name, 2_000_000 + i as u64).await
+            }));
+        }
+        for task in tasks {
+            task.await??;
+        }
+        let arrived = watch.wait_for(LATENCY_WRITES * EDGES.len()).await?;
+        let sent = lock(&sent).clone();
+        let (all, per_edge) = arrival_latencies(&sent, &arrived, EDGES.len());
+        Ok(Paced { all, per_edge: EDGES.iter().map(|e| e.to_string()).zip(per_edge).collect() })
+    }
+
+    /// W2.
+    pub async fn drain(&self, objects: usize) -> anyhow::Result<Drain> {
+        self.signal("edge-zone-a1", "region-a-control", Signal::Down).await?;
+        let names: Vec<String> = (0..objects).map(|i| format!("w2-{i:05}")).collect();
+        self.write("edge-zone-a1", "edge-zone-a1", names, WRITERS, 3_000_000).await?;
+        let watch = Arrivals::watch(&[self.site("global-control")], "w2-").await?;
+        let bytes_before = self.bytes_sent().await;
+        let restored = Instant::now();
+        self.signal("edge-zone-a1", "region-a-control", Signal::Up).await?;
+        let arrived = watch.wait_for(objects).await?;
+        let last = arrived.values().max().copied().unwrap_or(restored);
+        Ok(Drain {
+            objects,
+            seconds: last.saturating_duration_since(restored).as_secs_f64(),
+            bytes_sent: self.bytes_sent().await - bytes_before,
+        })
+    }
+
+    /// W5: the objects exist at the edge; the edge is cut while global rewrites each of them
+    /// `W5_ROUNDS` times; then the link comes back.
+    pub async fn resync(&self) -> anyhow::Result<Resync> {
+        let names: Vec<String> = (0..W5_OBJECTS).map(|i| format!("w5-{i:04}")).collect();
+        let watch = Arrivals::watch(&[self.site("edge-zone-a1")], "w5-").await?;
+        self.write("global-control", "global", names.clone(), WRITERS, 4_000_000).await?;
+        watch.wait_for(W5_OBJECTS).await?;
+        self.signal("edge-zone-a1", "region-a-control", Signal::Down).await?;
+        for round in 1..=W5_ROUNDS {
+            let seed = 4_000_000 + (round * W5_OBJECTS) as u64;
+            self.write("global-control", "global", names.clone(), WRITERS, seed).await?;
+        }
+        // Wait until the region holds the final versions, so only the edge's link remains.
+        let finals = self.current("global-control", "w5-").await?;
+        self.wait_same("region-a-control", "w5-", &finals).await?;
+        let global = self.site("global-control").store.clone();
+        let final_bytes = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
+            let mut bytes = 0;
+            for (key, _) in global.digest_entries(None)? {
+                if key.name.as_str().starts_with("w5-") {
+                    let object = global.get(&key)?.ok_or_else(|| anyhow::anyhow!("{key} is gone"))?;
+                    bytes += (serde_json::to_string(&object.labels)?.len()
+                        + serde_json::to_string(&object.spec)?.len()) as u64;
+                }
+            }
+            Ok(bytes)
+        })
+        .await??;
+        let before = self.link_bytes("region-a-control", "edge-zone-a1").await;
+        let restored = Instant::now();
+        self.signal("edge-zone-a1", "region-a-control", Signal::Up).await?;
+        self.wait_same("edge-zone-a1", "w5-", &finals).await?;
+        let seconds = restored.elapsed().as_secs_f64();
+        Ok(Resync {
+            objects: W5_OBJECTS,
+            rounds: W5_ROUNDS,
+            bytes_sent: self.link_bytes("region-a-control", "edge-zone-a1").await - before,
+            final_bytes,
+            seconds,
+        })
+    }
+
+    /// The current version id of every object whose name starts with `prefix` at `site`.
+    async fn current(&self, site: &str, prefix: &str) -> anyhow::Result<Vec<String>> {
+        let store = self.site(site).store.clone();
+        let scopes = BTreeSet::from([Scope::new("global")?]);
+        let prefix = prefix.to_owned();
+        let entries = tokio::task::spawn_blocking(move || store.digest_entries(Some(&scopes))).await??;
+        Ok(entries
+            .into_iter()
+            .filter(|(k, _)| k.name.as_str().starts_with(&prefix))
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect())
+    }
+
+    async fn wait_same(&self, site: &str, prefix: &str, expected: &[String]) -> anyhow::Result<()> {
+        let since = Instant::now();
+        loop {
+            if self.current(site, prefix).await? == expected {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                since.elapsed() < DEADLINE,
+                "{site} does not hold the final versions after {DEADLINE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// W3 on this (single) site: `writes` writes from one client, then from `WRITERS`.
+    pub async fn durable(&self, writes: usize) -> anyhow::Result<(Writes, Writes)> {
+        let mut results = Vec::new();
+        for (clients, prefix) in [(1, "w3s"), (WRITERS, "w3c")] {
+            let names: Vec<String> = (0..writes).map(|i| format!("{prefix}-{i:05}")).collect();
+            let started = Instant::now();
+            let (_, latencies) = self.write("global-control", "global", names, clients, 5_000_000).await?;
+            results.push(Writes {
+                clients,
+                writes,
+                seconds: started.elapsed().as_secs_f64(),
+                latency: Latencies::new(latencies),
+            });
+        }
+        let concurrent = results.pop().expect("two runs");
+        let sequential = results.pop().expect("two runs");
+        Ok((sequential, concurrent))
+    }
+}
+
+async fn put(http: &reqwest::Client, url: &str, scope: &str, name: &str, seed: u64) -> anyhow::Result<()> {
+    let doc = serde_json::json!({
+        "apiVersion": "souverix/v1", "kind": "Policy",
+        "metadata": {"name": name, "scope": scope},
+        "spec": spec(seed),
+    });
+    let response = http.put(format!("{url}/v1/objects/Policy/{scope}/{name}")).json(&doc).send().await?;
+    anyhow::ensure!(response.status().is_success(), "write refused: {}", response.text().await?);
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// When each object whose name starts with a prefix first showed in the change log of each of
+/// a set of sites: a thread per site reads the end of the log every 250 µs and the new changes
+/// when it moved, so an arrival is seen within a fraction of a millisecond.
+struct Arrivals {
+    seen: Arc<Mutex<HashMap<(usize, String), Instant>>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Arrivals {
+    async fn watch(sites: &[&RunningSite], prefix: &str) -> anyhow::Result<Arrivals> {
+        let seen = Arc::new(Mutex::new(HashMap::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for (i, site) in sites.iter().enumerate() {
+            let store = site.store.clone();
+            let mut after = {
+                let store = store.clone();
+                tokio::task::spawn_blocking(move || store.last_seq()).await??
+            };
+            let (seen, stop, prefix) = (seen.clone(), stop.clone(), prefix.to_owned());
+            threads.push(std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if store.last_seq()? <= after {
+                        std::thread::sleep(Duration::from_micros(250));
+                        continue;
+                    }
+                    let page = store.changes(after, store::MAX_PAGE)?;
+                    let at = Instant::now();
+                    let mut seen = lock(&seen);
+                    for change in &page {
+                        after = after.max(change.seq);
+                        if change.key.name.as_str().starts_with(&prefix) {
+                            seen.entry((i, change.key.name.to_string())).or_insert(at);
+                        }
+                    }
+                }
+                Ok(())
+            }));
+        }
+        Ok(Arrivals { seen, stop, threads })
+    }
+
+    /// Waits until `count` arrivals were seen, then stops watching.
+    async fn wait_for(self, count: usize) -> anyhow::Result<HashMap<(usize, String), Instant>> {
+        let since = Instant::now();
+        let outcome = loop {
+            let n = lock(&self.seen).len();
+            if n >= count {
+                break Ok(());
+            }
+            if self.threads.iter().any(|t| t.is_finished()) {
+                break Err(anyhow::anyhow!("watching arrivals stopped early"));
+            }
+            if since.elapsed() >= DEADLINE {
+                break Err(anyhow::anyhow!("{n} of {count} arrivals after {DEADLINE:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads {
+            match thread.join() {
+                Ok(result) => result?,
+                Err(_) => anyhow::bail!("a thread watching arrivals panicked"),
+            }
+        }
+        outcome?;
+        Ok(lock(&self.seen).clone())
+    }
+}

@@ -1,0 +1,124 @@
+//! What both systems are measured with: the objects written, who waits for what, and the
+//! figures each workload yields.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::stats::Latencies;
+
+/// Concurrent clients for the bulk writes (W1, W2, W3 b, W5).
+pub const WRITERS: usize = 64;
+/// W1-latency: this many writes, one every `LATENCY_EVERY`.
+pub const LATENCY_WRITES: usize = 200;
+pub const LATENCY_EVERY: Duration = Duration::from_millis(20);
+/// W5: objects rewritten, and how many times each.
+pub const W5_OBJECTS: usize = 1000;
+pub const W5_ROUNDS: usize = 20;
+/// The pause between workloads, after the previous one's changes have all been acknowledged,
+/// so that one workload's tail (checkpoints, digests) does not land in the next one's figures.
+pub const SETTLE: Duration = Duration::from_secs(2);
+/// The longest any wait in the bench may take.
+pub const DEADLINE: Duration = Duration::from_secs(900);
+
+/// About 1 KiB of incompressible text, different for every object and round, so bytes sent
+/// are honest.
+pub fn payload(seed: u64) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..1000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(ALPHABET[(state % 64) as usize])
+        })
+        .collect()
+}
+
+/// The object's content as both systems store it: `{"payload": "<1000 characters>"}`.
+pub fn spec(seed: u64) -> serde_json::Value {
+    serde_json::json!({ "payload": payload(seed) })
+}
+
+/// W1: fan-out of many objects from the top to every edge.
+#[derive(Debug, Clone)]
+pub struct FanOut {
+    pub objects: usize,
+    pub edges: usize,
+    /// From the first write until the last write was acknowledged.
+    pub writes_seconds: f64,
+    /// From the first write until every edge held every object.
+    pub seconds: f64,
+    /// From the first write of an object until an edge held it, over every (object, edge).
+    pub latency: Latencies,
+    pub bytes_sent: u64,
+}
+
+impl FanOut {
+    pub fn deliveries_per_second(&self) -> f64 {
+        (self.objects * self.edges) as f64 / self.seconds
+    }
+}
+
+/// W1-latency: paced writes, per-object latency to each edge.
+#[derive(Debug, Clone)]
+pub struct Paced {
+    pub all: Latencies,
+    pub per_edge: Vec<(String, Latencies)>,
+}
+
+/// W2: a backlog at a cut edge drained to the top.
+#[derive(Debug, Clone)]
+pub struct Drain {
+    pub objects: usize,
+    /// From the link coming up until the top held every object.
+    pub seconds: f64,
+    pub bytes_sent: u64,
+}
+
+/// W3: durable writes.
+#[derive(Debug, Clone)]
+pub struct Writes {
+    pub clients: usize,
+    pub writes: usize,
+    pub seconds: f64,
+    pub latency: Latencies,
+}
+
+impl Writes {
+    pub fn per_second(&self) -> f64 {
+        self.writes as f64 / self.seconds
+    }
+}
+
+/// W5: resync after a long disconnection.
+#[derive(Debug, Clone)]
+pub struct Resync {
+    pub objects: usize,
+    pub rounds: usize,
+    /// Bytes sent to the edge after the link came up.
+    pub bytes_sent: u64,
+    /// Bytes of the final versions' content.
+    pub final_bytes: u64,
+    pub seconds: f64,
+}
+
+/// Latencies from each object's write to its arrival at each watched site.
+pub fn arrival_latencies(
+    started: &HashMap<String, Instant>,
+    arrived: &HashMap<(usize, String), Instant>,
+    sites: usize,
+) -> (Latencies, Vec<Latencies>) {
+    let mut all = Vec::new();
+    let mut per_site = vec![Vec::new(); sites];
+    for ((site, name), at) in arrived {
+        if let Some(start) = started.get(name) {
+            let d = at.saturating_duration_since(*start);
+            all.push(d);
+            if let Some(v) = per_site.get_mut(*site) {
+                v.push(d);
+            }
+        }
+    }
+    (Latencies::new(all), per_site.into_iter().map(Latencies::new).collect())
+}

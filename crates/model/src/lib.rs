@@ -17,7 +17,7 @@ mod vv;
 
 pub use authority::{Directory, Refusal, Relation, Rule, SiteCard, Strategy};
 pub use document::{
-    API_VERSION, DocumentError, DocumentMetadata, ObjectDocument, StoredObject, ValidDocument,
+    API_VERSION, BodyError, DocumentError, DocumentMetadata, ObjectDocument, StoredObject, ValidDocument,
 };
 pub use hlc::{ClockError, Hlc, HlcClock};
 pub use ids::{IdError, Kind, ObjectKey, ObjectName, Scope, SiteId};

@@ -18,6 +18,12 @@ const ZSTD_LEVEL: i32 = 3;
 pub const MAX_DECODED_BYTES: usize = 64 * 1024 * 1024;
 /// The most versions one batch may carry.
 pub const MAX_VERSIONS: usize = 10_000;
+/// The largest zstd window a batch may use, as a power of two (8 MiB). The encoder's level
+/// uses at most 2 MiB.
+const MAX_WINDOW_LOG: u32 = 23;
+/// How many times its compressed size a batch's claimed decompressed size is believed, for
+/// the first allocation.
+const MAX_RATIO: usize = 256;
 /// The most site cards one hello may carry.
 pub const MAX_SITES: usize = 100_000;
 
@@ -166,6 +172,26 @@ pub fn encode(batch: &Batch) -> Vec<u8> {
     out
 }
 
+/// Decompresses at most [`MAX_DECODED_BYTES`], allocating in proportion to what the input
+/// really holds: a frame header may claim any size, so a claim is believed only up to
+/// [`MAX_RATIO`] times the compressed size (beyond that the buffer grows as output arrives),
+/// and the decoder's window is bounded by [`MAX_WINDOW_LOG`].
+fn decompress(compressed: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    use std::io::Read;
+    let failed = |e: std::io::Error| DecodeError::Decompress(e.to_string());
+    let claimed = zstd::zstd_safe::get_frame_content_size(compressed).ok().flatten().unwrap_or(0);
+    let believable = compressed.len().saturating_mul(MAX_RATIO).min(MAX_DECODED_BYTES);
+    let mut raw = Vec::with_capacity(usize::try_from(claimed).unwrap_or(usize::MAX).min(believable));
+    let mut decoder = zstd::stream::read::Decoder::with_buffer(compressed).map_err(failed)?;
+    decoder.window_log_max(MAX_WINDOW_LOG).map_err(failed)?;
+    let limit = u64::try_from(MAX_DECODED_BYTES).unwrap_or(u64::MAX).saturating_add(1);
+    decoder.take(limit).read_to_end(&mut raw).map_err(failed)?;
+    if raw.len() > MAX_DECODED_BYTES {
+        return Err(DecodeError::Decompress("the decompressed batch is larger than the limit".into()));
+    }
+    Ok(raw)
+}
+
 /// Decodes and validates a batch.
 pub fn decode(bytes: &[u8]) -> Result<Batch, DecodeError> {
     if bytes.len() < 4 || &bytes[..3] != MAGIC {
@@ -174,8 +200,7 @@ pub fn decode(bytes: &[u8]) -> Result<Batch, DecodeError> {
     if bytes[3] != FORMAT_V1 {
         return Err(DecodeError::UnsupportedFormat(bytes[3]));
     }
-    let raw = zstd::bulk::decompress(&bytes[4..], MAX_DECODED_BYTES)
-        .map_err(|e| DecodeError::Decompress(e.to_string()))?;
+    let raw = decompress(&bytes[4..])?;
     let wire: WireBatch = postcard::from_bytes(&raw).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if wire.versions.len() > MAX_VERSIONS {
         return Err(DecodeError::TooManyVersions(wire.versions.len()));
@@ -307,6 +332,25 @@ mod tests {
         assert_eq!(decode(&encode(&batch)).unwrap(), batch);
     }
 
+    /// A number that serde_json's fast float parsing reads to a neighbour of the nearest
+    /// double (here an integer beyond u64) must cross the wire unchanged, or the receiver's
+    /// content hash differs and it refuses every batch carrying the version (the object
+    /// document fuzz target found it: the spec did not survive being written back).
+    #[test]
+    fn a_spec_number_crosses_the_wire_unchanged() {
+        for text in [
+            r#"{"delayed": 10666666660000000000000011486264296503334228}"#,
+            r#"{"delayed": 1.066666666e+43, "small": 0.30000000000000004, "tiny": 5e-324}"#,
+        ] {
+            let mut batch = sample();
+            let version = &mut batch.versions[0];
+            version.spec = serde_json::from_str(text).unwrap();
+            version.version.content_hash =
+                ContentHash::of(&version.key, &version.labels, &version.spec, version.version.deleted);
+            assert_eq!(decode(&encode(&batch)).unwrap(), batch, "{text}");
+        }
+    }
+
     #[test]
     fn refuses_garbage_and_tampering() {
         assert!(matches!(decode(b"hello"), Err(DecodeError::BadHeader)));
@@ -316,6 +360,32 @@ mod tests {
         tampered.versions[0].spec = serde_json::json!({"rules": "changed"});
         let err = decode(&encode(&tampered)).unwrap_err().to_string();
         assert!(err.contains("does not match its hash"), "{err}");
+    }
+
+    /// A frame that does not say its size is decompressed into a buffer that grows with the
+    /// output, not into one of the largest size allowed (the fuzzer's malloc limit found a
+    /// 64 MiB allocation for every such input).
+    #[test]
+    fn decompressing_reserves_what_the_input_holds_not_the_limit() {
+        let raw = vec![7u8; 1000];
+        let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), ZSTD_LEVEL).unwrap();
+        encoder.include_contentsize(false).unwrap();
+        std::io::Write::write_all(&mut encoder, &raw).unwrap();
+        let unsized_frame = encoder.finish().unwrap();
+        let sized_frame = zstd::bulk::compress(&raw, ZSTD_LEVEL).unwrap();
+        for frame in [unsized_frame, sized_frame] {
+            let out = decompress(&frame).unwrap();
+            assert_eq!(out, raw);
+            assert!(out.capacity() < 64 * 1024, "{} bytes reserved", out.capacity());
+        }
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_limit_is_refused() {
+        let zeros = vec![0u8; MAX_DECODED_BYTES + 1];
+        let compressed = zstd::bulk::compress(&zeros, ZSTD_LEVEL).unwrap();
+        let err = decompress(&compressed).unwrap_err().to_string();
+        assert!(err.contains("larger than the limit"), "{err}");
     }
 
     #[test]

@@ -924,6 +924,20 @@ impl Inner {
                 .into_iter()
                 .map(|c| RemoteVersion { key: c.key, version: c.version, labels: c.labels, spec: c.spec })
                 .collect();
+            #[cfg(feature = "broken-cursor-before-ack")]
+            {
+                // Deliberately wrong, to show the simulator catches it: the cursor moves (durably)
+                // before the peer has applied the batch, so a batch lost on the way, or a crash
+                // before the peer applied it, loses its changes on this link for good.
+                let record = {
+                    let mut mem = lock(&link.mem);
+                    mem.record.cursor = mem.record.cursor.max(batch.scanned_to);
+                    mem.record.clone()
+                };
+                self.blocking(move |s| s.save_link(&record))
+                    .await?
+                    .map_err(|e| format!("saving the link cursor failed: {e}"))?;
+            }
             let ack = self.send(link, url, batch.scanned_to, false, versions).await?;
             if self.link_scopes(link) != query_scopes {
                 // The acknowledgement taught new scopes of the peer: the changes this batch

@@ -252,10 +252,8 @@ pub async fn put_object(
 ) -> Result<Response, ApiError> {
     let key = parse_key(path)?;
     let bytes = read_limited(body, state.max_body).await?;
-    let document: ObjectDocument = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::bad_request("bad-document", format!("the body is not a valid object document: {e}"))
-    })?;
-    let valid = document.validate().map_err(|e| ApiError::bad_request("bad-document", e.to_string()))?;
+    let valid =
+        ObjectDocument::parse_body(&bytes).map_err(|e| ApiError::bad_request("bad-document", e.to_string()))?;
     if valid.key != key {
         return Err(ApiError::bad_request(
             "bad-document",

@@ -238,6 +238,7 @@ pub fn explain(o: &Outcome, max_lines: usize) -> String {
     for (at, line) in relevant.into_iter().skip(skip) {
         let _ = writeln!(out, "  {} {line}", trace::at(*at));
     }
-    let _ = writeln!(out, "replay: cargo sim --seed {}", o.seed);
+    let command = if cfg!(feature = "broken-cursor-before-ack") { "cargo sim-broken" } else { "cargo sim" };
+    let _ = writeln!(out, "replay: {command} --seed {}", o.seed);
     out
 }

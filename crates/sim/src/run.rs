@@ -401,7 +401,7 @@ impl Ctx {
                         point.arm(after_calls);
                     }
                     drop(st);
-                    world.note(format!("{site} will crash before its {after_calls}th store call from now"));
+                    world.note(format!("{site} will crash just before store call {after_calls} from now"));
                 }
             }
             Action::Restart { site } => {

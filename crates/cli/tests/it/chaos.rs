@@ -30,7 +30,7 @@ const ROUND_DEADLINE: Duration = Duration::from_secs(60);
 /// How long the federation may take to converge once every fault stopped.
 const HEAL_DEADLINE: Duration = Duration::from_secs(120);
 /// How long one write may wait for its answer.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most writes one writer makes, whatever happens.
 const MAX_WRITES_PER_WRITER: usize = 100_000;
 /// Objects per writer's name set: few, so that writers at two sites collide on them.

@@ -32,6 +32,9 @@ struct Args {
     /// Length of the fault phase in simulated seconds.
     #[arg(long, default_value_t = Params::default().fault_secs)]
     fault_secs: u64,
+    /// The most client writes per run (at least a quarter as many are made).
+    #[arg(long, default_value_t = Params::default().writes.1)]
+    writes: u64,
     /// Where the sites' store files go (default: /dev/shm when it exists, else the temporary
     /// directory).
     #[arg(long)]
@@ -48,7 +51,8 @@ fn data_root(args: &Args) -> PathBuf {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let params = Params { fault_secs: args.fault_secs, ..Params::default() };
+    let params =
+        Params { fault_secs: args.fault_secs, writes: (args.writes / 4, args.writes), ..Params::default() };
     let root = data_root(&args);
     if let Some(seed) = args.seed {
         let started = Instant::now();

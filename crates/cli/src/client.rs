@@ -5,8 +5,8 @@ use model::{ObjectDocument, ObjectKey};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use server::{
-    AuditPage, ConflictDetail, ConflictItem, ConflictPage, DeliveryPage, HistoryPage, ObjectPage, Resolution,
-    SiteDocument,
+    ApplyResponse, AuditPage, ConflictDetail, ConflictItem, ConflictPage, DeliveryPage, HistoryPage,
+    ObjectPage, Resolution, SiteDocument,
 };
 
 /// Talks to the site at `base` (such as `http://127.0.0.1:7400`).
@@ -118,6 +118,12 @@ impl Client {
         let created = response.status() == StatusCode::CREATED;
         let document = response.json().await.context("the site's answer is not an object document")?;
         Ok(Written { document, created })
+    }
+
+    /// Writes many documents in one request (`POST /v1/apply`): one outcome each, in order.
+    pub async fn apply_many(&self, documents: &[&ObjectDocument]) -> anyhow::Result<ApplyResponse> {
+        let body = serde_json::json!({ "items": documents });
+        self.json(self.http.post(format!("{}/v1/apply", self.base)).json(&body)).await
     }
 
     pub async fn get(&self, key: &ObjectKey) -> anyhow::Result<ObjectDocument> {

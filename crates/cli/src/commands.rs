@@ -4,7 +4,7 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::Context;
-use model::{ObjectKey, ObjectName, Scope};
+use model::{ObjectDocument, ObjectKey, ObjectName, Scope};
 
 use crate::client::Client;
 use crate::diff;
@@ -22,16 +22,73 @@ pub async fn apply(client: &Client, file: &Path) -> anyhow::Result<()> {
         (text, file.display().to_string())
     };
     let documents = manifest::parse(&text, &source)?;
-    for (document, valid) in documents {
+    if let [(document, valid)] = documents.as_slice() {
         let written = client
-            .put(&valid.key, &document, None)
+            .put(&valid.key, document, None)
             .await
             .with_context(|| format!("{} was not applied", valid.key))?;
         let version = written.document.metadata.version.unwrap_or_default();
         let verb = if written.created { "created" } else { "updated" };
         println!("{} {verb} (version {version})", valid.key);
+        return Ok(());
+    }
+    // Several documents: in requests of at most APPLY_CHUNK, each committed together by the
+    // site; every document gets its own line, and any refusal makes the command fail.
+    let mut refused = 0;
+    let all: Vec<&ObjectDocument> = documents.iter().map(|(d, _)| d).collect();
+    for chunk in chunks(&all) {
+        let answer = client.apply_many(&chunk).await.context("the documents were not applied")?;
+        for item in &answer.items {
+            match (&item.version, &item.problem) {
+                (Some(version), _) => {
+                    let verb = if item.status == 201 { "created" } else { "updated" };
+                    println!("{} {verb} (version {version})", item.object);
+                }
+                (None, problem) => {
+                    refused += 1;
+                    let detail = problem
+                        .as_ref()
+                        .and_then(|p| p["detail"].as_str())
+                        .unwrap_or("refused without a reason")
+                        .to_owned();
+                    eprintln!("{} was not applied ({}): {detail}", item.object, item.status);
+                }
+            }
+        }
+    }
+    if refused > 0 {
+        anyhow::bail!("{refused} of {} documents were not applied", all.len());
     }
     Ok(())
+}
+
+/// The most documents one `POST /v1/apply` carries (the site takes up to
+/// [`server::MAX_APPLY_DOCUMENTS`]).
+const APPLY_CHUNK: usize = 500;
+/// The most JSON bytes of documents one request carries: under the site's default body limit
+/// ([`server::DEFAULT_MAX_BODY`]).
+const APPLY_CHUNK_BYTES: usize = server::DEFAULT_MAX_BODY * 3 / 4;
+
+/// Splits documents into requests of at most [`APPLY_CHUNK`] documents and about
+/// [`APPLY_CHUNK_BYTES`] (a document larger than that goes alone).
+fn chunks<'a>(documents: &[&'a ObjectDocument]) -> Vec<Vec<&'a ObjectDocument>> {
+    let mut chunks: Vec<Vec<&ObjectDocument>> = Vec::new();
+    let mut bytes = 0;
+    for document in documents {
+        let size = serde_json::to_vec(document).map_or(0, |b| b.len());
+        let full = chunks
+            .last()
+            .is_none_or(|c| c.len() >= APPLY_CHUNK || (!c.is_empty() && bytes + size > APPLY_CHUNK_BYTES));
+        if full {
+            chunks.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        if let Some(chunk) = chunks.last_mut() {
+            chunk.push(document);
+        }
+    }
+    chunks
 }
 
 /// The object's key, with the scope defaulting to that of the site answering.

@@ -408,6 +408,67 @@ impl SyncEngine {
         Ok(committed)
     }
 
+    /// Several writes made at this site at once (a batch apply): each checked against the
+    /// authority rules as [`SyncEngine::write_local`] does, the allowed ones committed together
+    /// (`Store::write_batch`), then the streaming links woken once. One outcome per write, in
+    /// order.
+    pub async fn write_local_batch(
+        &self,
+        writes: Vec<LocalWrite>,
+    ) -> Vec<Result<Committed, LocalWriteError>> {
+        let mut outcomes: Vec<Option<Result<Committed, LocalWriteError>>> = Vec::with_capacity(writes.len());
+        let mut allowed = Vec::with_capacity(writes.len());
+        for write in writes {
+            match self.authorize_local(&write.key) {
+                Ok(()) => {
+                    outcomes.push(None);
+                    allowed.push(write);
+                }
+                Err(refusal) => {
+                    self.record_refusal(&write.author, &write.key, &refusal, "").await;
+                    outcomes.push(Some(Err(LocalWriteError::Refused(refusal))));
+                }
+            }
+        }
+        let count = allowed.len();
+        let written = if allowed.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.inner.blocking(move |s| s.write_batch(allowed)).await
+        };
+        let mut written = match written {
+            Ok(results) if results.len() == count => results.into_iter(),
+            Ok(results) => {
+                let detail = format!("the store answered {} of {count} writes", results.len());
+                (0..count)
+                    .map(|_| Err(WriteError::Store(StoreError::Corrupt(detail.clone()))))
+                    .collect::<Vec<_>>()
+                    .into_iter()
+            }
+            Err(e) => {
+                return outcomes
+                    .into_iter()
+                    .map(|o| o.unwrap_or_else(|| Err(LocalWriteError::Internal(e.clone()))))
+                    .collect();
+            }
+        };
+        if count > 0 {
+            self.notify_change(None);
+        }
+        outcomes
+            .into_iter()
+            .map(|o| match o {
+                Some(refused) => refused,
+                None => written
+                    .next()
+                    .unwrap_or_else(|| {
+                        Err(WriteError::Store(StoreError::Corrupt("a write went unanswered".into())))
+                    })
+                    .map_err(LocalWriteError::Write),
+            })
+            .collect()
+    }
+
     /// Tells the streaming links that the change log grew; `from` is the neighbour it came
     /// from, if any (that link does not need waking).
     pub fn notify_change(&self, from: Option<&SiteId>) {

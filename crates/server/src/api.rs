@@ -43,6 +43,7 @@ pub fn routes(state: AppState) -> Router {
         .merge(crate::webhooks::routes())
         .merge(crate::fleet_api::routes())
         .merge(crate::placement::routes())
+        .merge(crate::apply_api::routes())
         .merge(web_ui::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
@@ -203,6 +204,15 @@ pub(crate) async fn commit(state: &AppState, write: LocalWrite) -> Result<Commit
     let started = Instant::now();
     let result = state.engine.write_local(write).await;
     state.metrics.store_latency("write", started.elapsed());
+    write_outcome(state, &key, result)
+}
+
+/// A local write's outcome as the API answers it (and counts it in the metrics).
+pub(crate) fn write_outcome(
+    state: &AppState,
+    key: &ObjectKey,
+    result: Result<Committed, LocalWriteError>,
+) -> Result<Committed, ApiError> {
     match result {
         Ok(committed) => {
             state.metrics.write(key.kind.as_str(), "applied");
@@ -215,7 +225,7 @@ pub(crate) async fn commit(state: &AppState, write: LocalWrite) -> Result<Commit
                 format!("{} (rule `{}`)", refusal.detail, refusal.rule.as_str()),
             ))
         }
-        Err(LocalWriteError::Write(err)) => Err(write_error(state, &key, err)),
+        Err(LocalWriteError::Write(err)) => Err(write_error(state, key, err)),
         Err(LocalWriteError::Internal(err)) => {
             tracing::error!(operation = "write", error = %err, "store task failed");
             Err(ApiError::internal())
@@ -252,8 +262,8 @@ pub async fn put_object(
 ) -> Result<Response, ApiError> {
     let key = parse_key(path)?;
     let bytes = read_limited(body, state.max_body).await?;
-    let valid =
-        ObjectDocument::parse_body(&bytes).map_err(|e| ApiError::bad_request("bad-document", e.to_string()))?;
+    let valid = ObjectDocument::parse_body(&bytes)
+        .map_err(|e| ApiError::bad_request("bad-document", e.to_string()))?;
     if valid.key != key {
         return Err(ApiError::bad_request(
             "bad-document",
@@ -578,6 +588,9 @@ pub struct SiteDocument {
     pub id: String,
     pub scope: String,
     pub level: String,
+    /// `Site.trust_domain`, when the site was started from a configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_domain: Option<String>,
     pub version: String,
 }
 
@@ -588,6 +601,7 @@ pub async fn site(State(state): State<AppState>) -> Json<SiteDocument> {
         id: state.site.id.to_string(),
         scope: state.site.scope.to_string(),
         level: state.site.level.to_string(),
+        trust_domain: state.fleet.trust_domain.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
     })
 }

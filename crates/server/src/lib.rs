@@ -12,6 +12,7 @@
 //! async workers.
 
 mod api;
+mod apply_api;
 mod body;
 pub mod clock;
 mod conflicts_api;
@@ -36,6 +37,7 @@ use store::Store;
 use tokio::sync::watch;
 
 pub use api::{AuditItem, AuditPage, HistoryItem, HistoryPage, ObjectPage, SiteDocument};
+pub use apply_api::{ApplyOutcome, ApplyResponse, MAX_DOCUMENTS as MAX_APPLY_DOCUMENTS};
 pub use clock::{Clock, SystemClock};
 pub use conflicts_api::{ConflictDetail, ConflictItem, ConflictPage, ConflictSideItem, Resolution};
 pub use events_api::EventItem;

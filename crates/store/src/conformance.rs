@@ -142,6 +142,10 @@ pub const CASES: &[(&str, Case)] = &[
     ("data_survives_reopen", data_survives_reopen),
     ("equal_content_hashes_equal", equal_content_hashes_equal),
     ("concurrent_writes_are_durable_and_refused_alone", concurrent_writes_are_durable_and_refused_alone),
+    (
+        "a_batch_of_writes_is_durable_and_refused_one_by_one",
+        a_batch_of_writes_is_durable_and_refused_one_by_one,
+    ),
     ("apply_remote_stores_a_peers_version", apply_remote_stores_a_peers_version),
     (
         "a_batch_applied_twice_changes_nothing_the_second_time",
@@ -235,6 +239,7 @@ macro_rules! conformance_tests {
             data_survives_reopen,
             equal_content_hashes_equal,
             concurrent_writes_are_durable_and_refused_alone,
+            a_batch_of_writes_is_durable_and_refused_one_by_one,
             apply_remote_stores_a_peers_version,
             a_batch_applied_twice_changes_nothing_the_second_time,
             a_dominating_remote_version_becomes_current_and_merges_the_context,
@@ -1011,6 +1016,50 @@ pub fn concurrent_writes_are_durable_and_refused_alone(h: &mut dyn Harness) {
     let outcomes = |outcome: &str| audit.iter().filter(|e| e.record.outcome == outcome).count();
     assert_eq!(outcomes("applied"), good);
     assert_eq!(outcomes("precondition-failed") + outcomes("not-found"), refused, "every refusal is audited");
+}
+
+/// A batch apply: every write gets its own outcome, in order; refused ones (a stale If-Match, a
+/// delete of a missing object) change nothing and are audited; two writes of one object in the
+/// same batch apply in order (the second sees the first); the accepted ones survive a restart.
+pub fn a_batch_of_writes_is_durable_and_refused_one_by_one(h: &mut dyn Harness) {
+    h.reset();
+    let mut store = h.open();
+    let stale: VersionId = format!("{T0}.0@{}", store.site()).parse().expect("a version id");
+    let (a, b, c) = (policy("a"), policy("b"), policy("c"));
+    let outcomes = store.write_batch(vec![
+        put(&a, json!({"n": 1}), T0 + 1),
+        if_match(put(&b, json!({"n": 2}), T0 + 1), stale),
+        delete(&c, T0 + 1),
+        put(&a, json!({"n": 3}), T0 + 2),
+        put(&c, json!({"n": 4}), T0 + 2),
+    ]);
+    assert_eq!(outcomes.len(), 5, "one outcome per write");
+    let first = outcomes[0].as_ref().expect("the first write is accepted");
+    assert!(first.created);
+    assert!(matches!(outcomes[1], Err(WriteError::PreconditionFailed { .. })), "{:?}", outcomes[1]);
+    assert!(matches!(outcomes[2], Err(WriteError::NotFound { .. })), "{:?}", outcomes[2]);
+    let second = outcomes[3].as_ref().expect("the second write of `a` is accepted");
+    assert!(!second.created, "the second write of `a` updates what the first created");
+    assert_eq!(
+        second.object.version.vv.compare(&first.object.version.vv),
+        model::Causality::Dominates,
+        "in batch order"
+    );
+    let last = outcomes[4].as_ref().expect("`c` is created after its refused delete");
+    assert!(second.seq > first.seq && last.seq > second.seq, "sequence numbers follow the batch");
+    assert!(store.write_batch(Vec::new()).is_empty());
+
+    drop(store);
+    store = h.open();
+    let s = store.as_ref();
+    assert_eq!(must_get(s, &a).spec, json!({"n": 3}));
+    assert_eq!(must_get(s, &c).spec, json!({"n": 4}));
+    assert!(s.get(&b).expect("get").is_none(), "the refused write left nothing");
+    assert_eq!(s.history(&a).expect("history").len(), 2);
+    let audit = all_audit(s);
+    let count = |outcome: &str| audit.iter().filter(|e| e.record.outcome == outcome).count();
+    assert_eq!(count("applied"), 3);
+    assert_eq!(count("precondition-failed") + count("not-found"), 2, "each refusal is audited");
 }
 
 /// Equal content gives an equal content hash, whatever the JSON key order; different content,

@@ -199,6 +199,13 @@ pub trait Store: Send + Sync {
     /// entry and a `conflict` event.
     fn write(&self, write: LocalWrite) -> Result<Committed, WriteError>;
 
+    /// Several local writes at once (a batch apply), each with the checks and outcome of
+    /// [`Store::write`], in order; a backend may commit them in one durable transaction. None is
+    /// answered before it is durable. The default writes them one by one.
+    fn write_batch(&self, writes: Vec<LocalWrite>) -> Vec<Result<Committed, WriteError>> {
+        writes.into_iter().map(|w| self.write(w)).collect()
+    }
+
     /// The current version of an object, tombstones included (`version.deleted`).
     fn get(&self, key: &ObjectKey) -> Result<Option<StoredObject>, StoreError>;
 

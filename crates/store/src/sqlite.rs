@@ -1450,6 +1450,14 @@ impl Store for SqliteStore {
         })
     }
 
+    fn write_batch(&self, writes: Vec<LocalWrite>) -> Vec<Result<Committed, WriteError>> {
+        if writes.is_empty() {
+            return Vec::new();
+        }
+        // One transaction (and one fsync) for the whole batch, a savepoint per write.
+        self.commit_group(writes)
+    }
+
     fn get(&self, key: &ObjectKey) -> Result<Option<StoredObject>, StoreError> {
         query_current(&self.reader(), key)
     }

@@ -1,6 +1,9 @@
 //! Souverix Federation: the bench's seven sites (`topology.yaml`) in this process, each with its
 //! own SQLite file (WAL, `synchronous=FULL`: every commit fsynced before it is acknowledged)
-//! and its own HTTP server on loopback; writes go through the public API.
+//! and its own HTTP server on loopback; writes go through the public API: bulk writes (W1, W2)
+//! as an operator's tool sends a file of many documents, `POST /v1/apply` with
+//! [`APPLY_BATCH`] documents per request from [`APPLY_CLIENTS`] clients at once; single writes
+//! (W1-latency, W3) as `PUT /v1/objects/...`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -21,6 +24,10 @@ use crate::workload::{
 };
 
 const TOPOLOGY: &str = include_str!("topology.yaml");
+/// Documents per `POST /v1/apply` in the bulk workloads (about 270 KB of JSON).
+pub const APPLY_BATCH: usize = 250;
+/// Concurrent `POST /v1/apply` requests in the bulk workloads.
+pub const APPLY_CLIENTS: usize = 4;
 pub const EDGES: [&str; 4] = ["edge-zone-a1", "edge-zone-a2", "edge-zone-b1", "edge-zone-b2"];
 const SINGLE: &str = "Federation:
   name: single
@@ -149,13 +156,60 @@ impl Ours {
         Ok((started, latencies))
     }
 
+    /// Writes `names` in `scope` at `site` as batch applies: [`APPLY_BATCH`] documents per
+    /// request, [`APPLY_CLIENTS`] requests at once. Returns when each document was sent.
+    async fn apply_batches(
+        &self,
+        site: &str,
+        scope: &str,
+        names: Vec<String>,
+        seed: u64,
+    ) -> anyhow::Result<HashMap<String, Instant>> {
+        let url = self.site(site).url.clone();
+        let batches: Arc<Vec<Vec<(String, u64)>>> = Arc::new(
+            names
+                .chunks(APPLY_BATCH)
+                .enumerate()
+                .map(|(b, chunk)| {
+                    chunk
+                        .iter()
+                        .enumerate()
+                        .map(|(i, n)| (n.clone(), seed + (b * APPLY_BATCH + i) as u64))
+                        .collect()
+                })
+                .collect(),
+        );
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..APPLY_CLIENTS {
+            let (http, url, scope, batches, next) =
+                (self.http.clone(), url.clone(), scope.to_owned(), batches.clone(), next.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut sent = Vec::new();
+                loop {
+                    let b = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(batch) = batches.get(b) else { break };
+                    let at = Instant::now();
+                    apply(&http, &url, &scope, batch).await?;
+                    sent.extend(batch.iter().map(|(name, _)| (name.clone(), at)));
+                }
+                anyhow::Ok(sent)
+            }));
+        }
+        let mut started = HashMap::new();
+        for task in tasks {
+            started.extend(task.await??);
+        }
+        Ok(started)
+    }
+
     /// W1.
     pub async fn fan_out(&self, objects: usize) -> anyhow::Result<FanOut> {
         let names: Vec<String> = (0..objects).map(|i| format!("w1-{i:05}")).collect();
         let watch = Arrivals::watch(&EDGES.map(|e| self.site(e)), "w1-").await?;
         let bytes_before = self.bytes_sent().await;
         let started = Instant::now();
-        let (sent, _) = self.write("global-control", "global", names, WRITERS, 1_000_000).await?;
+        let sent = self.apply_batches("global-control", "global", names, 1_000_000).await?;
         let writes_seconds = started.elapsed().as_secs_f64();
         let arrived = watch.wait_for(objects * EDGES.len()).await?;
         let last = arrived.values().max().copied().unwrap_or(started);
@@ -200,7 +254,7 @@ impl Ours {
     pub async fn drain(&self, objects: usize) -> anyhow::Result<Drain> {
         self.signal("edge-zone-a1", "region-a-control", Signal::Down).await?;
         let names: Vec<String> = (0..objects).map(|i| format!("w2-{i:05}")).collect();
-        self.write("edge-zone-a1", "edge-zone-a1", names, WRITERS, 3_000_000).await?;
+        self.apply_batches("edge-zone-a1", "edge-zone-a1", names, 3_000_000).await?;
         let watch = Arrivals::watch(&[self.site("global-control")], "w2-").await?;
         let bytes_before = self.bytes_sent().await;
         let restored = Instant::now();
@@ -311,6 +365,36 @@ async fn put(http: &reqwest::Client, url: &str, scope: &str, name: &str, seed: u
     });
     let response = http.put(format!("{url}/v1/objects/Policy/{scope}/{name}")).json(&doc).send().await?;
     anyhow::ensure!(response.status().is_success(), "write refused: {}", response.text().await?);
+    Ok(())
+}
+
+/// One `POST /v1/apply` of `(name, seed)` documents; every one must be written.
+async fn apply(
+    http: &reqwest::Client,
+    url: &str,
+    scope: &str,
+    batch: &[(String, u64)],
+) -> anyhow::Result<()> {
+    let items: Vec<serde_json::Value> = batch
+        .iter()
+        .map(|(name, seed)| {
+            serde_json::json!({
+                "apiVersion": "souverix/v1", "kind": "Policy",
+                "metadata": {"name": name, "scope": scope},
+                "spec": spec(*seed),
+            })
+        })
+        .collect();
+    let response =
+        http.post(format!("{url}/v1/apply")).json(&serde_json::json!({ "items": items })).send().await?;
+    anyhow::ensure!(response.status().is_success(), "batch refused: {}", response.text().await?);
+    let answer: server::ApplyResponse = response.json().await?;
+    anyhow::ensure!(
+        answer.refused == 0,
+        "{} documents of a batch refused: {:?}",
+        answer.refused,
+        answer.items.first()
+    );
     Ok(())
 }
 

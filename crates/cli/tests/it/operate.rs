@@ -102,6 +102,25 @@ fn several_documents_in_one_file_and_bad_ones_change_nothing() {
 }
 
 #[test]
+fn a_file_of_many_documents_is_applied_in_batches_with_a_line_each() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &["--data-dir", "data"]);
+    let file = dir.path().join("fleet.yaml");
+    let documents: Vec<String> = (0..1200)
+        .map(|i| format!("apiVersion: souverix/v1\nkind: Policy\nmetadata: {{name: p{i:04}, scope: global}}\nspec: {{n: {i}}}\n"))
+        .collect();
+    std::fs::write(&file, documents.join("---\n")).expect("write");
+    let out = ok(server.cli(&["apply", "-f", file.to_str().expect("utf-8")]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1200, "one line per document");
+    assert!(lines[0].starts_with("Policy/global/p0000 created (version "), "{}", lines[0]);
+    assert!(lines[1199].starts_with("Policy/global/p1199 created (version "), "{}", lines[1199]);
+    let listed: Value = serde_json::from_str(&ok(server.cli(&["get", "policy", "-o", "json"])))
+        .expect("get -o json prints JSON");
+    assert_eq!(listed.as_array().map_or(0, Vec::len), 1200);
+}
+
+#[test]
 fn an_unreachable_server_gets_a_clear_message() {
     let out = cli(&["--server", "http://127.0.0.1:9"], &["get", "policy"]);
     assert!(!out.status.success());

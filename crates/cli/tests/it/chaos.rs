@@ -38,10 +38,13 @@ const NAMES: u64 = 4;
 /// At most this many sites are down at once.
 const MAX_DOWN: usize = 2;
 
-/// Who writes what: `(site, scope, name prefix)`. Every write is within the site's authority
-/// (its own scope or a descendant's); two writers share a prefix where an ancestor and the
-/// scope's own site write the same objects, so conflicts arise.
-const WRITERS: [(&str, &str, &str); 10] = [
+/// Who writes what: `(site, scope, name prefix)`. Every write is within the site's authority:
+/// its own scope, a descendant's, or an ancestor's as a local override where its full autonomy
+/// allows one at any time (`edge-zone-b1`, `edge-zone-c`). Writers share a prefix where two
+/// sites write the same objects, so conflicts arise.
+const WRITERS: [(&str, &str, &str); 12] = [
+    ("edge-zone-b1", "region-b", "rb"),
+    ("edge-zone-c", "global", "g"),
     ("global-control", "global", "g"),
     ("global-control", "region-a", "ra"),
     ("region-a-control", "region-a", "ra"),
@@ -96,8 +99,10 @@ struct Tree {
     scope_of: BTreeMap<String, String>,
     /// Site id → the scopes it may hold: its own, its ancestors', its descendants'.
     holds: BTreeMap<String, BTreeSet<String>>,
-    /// Scope → the sites whose writes to it are within authority here: its owner and the
-    /// owner's ancestors (no writer of this test makes a local override).
+    /// Scope → the sites whose writes to it may be within authority: its owner, the owner's
+    /// ancestors, and the descendants whose autonomy allows them to override it (under
+    /// `conditional` autonomy only the parent's scope, while isolated, which the test does not
+    /// see).
     writers_of: BTreeMap<String, BTreeSet<String>>,
 }
 
@@ -114,7 +119,17 @@ impl Tree {
             let subtree = federation.subtree(id);
             let related = ancestors.iter().chain(subtree.iter()).map(|s| scope_of[s.as_str()].clone());
             holds.insert(id.to_string(), related.collect::<BTreeSet<_>>());
-            let may_write = std::iter::once(id).chain(ancestors.iter()).map(ToString::to_string);
+            let overriders = federation.subtree(id).into_iter().filter(|d| {
+                let below = &federation.get(d).expect("a site of the tree").config;
+                let reach = match below.autonomy.mode {
+                    model::Autonomy::Full => true,
+                    model::Autonomy::Conditional => federation.ancestors(d).first() == Some(id),
+                    model::Autonomy::None => false,
+                };
+                d != id && below.autonomy.can_modify_policies && reach
+            });
+            let may_write =
+                std::iter::once(id.clone()).chain(ancestors).chain(overriders).map(|s| s.to_string());
             writers_of.insert(scope_of[id.as_str()].clone(), may_write.collect::<BTreeSet<_>>());
         }
         Tree { scope_of, holds, writers_of }

@@ -282,8 +282,11 @@ async fn trust_domains_are_drawn_and_a_policy_overlay_marks_its_master_holders_a
             .await;
         select.select_by_value("Policy/region-b/ingress").await.expect("select the policy");
         let shown = browser
-            .wait("the overlay", OVERLAY, |v| {
+            .wait("the overlay in the topology and on every row of the tree", OVERLAY, |v| {
+                // The tree and the topology read different endpoints: wait until both show
+                // edge-zone-b1 (its summary travels up on an opportunistic link).
                 v[0]["edge-zone-b1"][0].as_str().is_some_and(|c| c.contains("override"))
+                    && v[0]["edge-zone-b1"][1].as_str().is_some_and(|m| !m.is_empty())
             })
             .await;
         let class = |site: &str| shown[0][site][0].as_str().unwrap_or("").to_owned();

@@ -120,6 +120,37 @@ fn a_file_of_many_documents_is_applied_in_batches_with_a_line_each() {
     assert_eq!(listed.as_array().map_or(0, Vec::len), 1200);
 }
 
+/// The README's run command is `cargo run --release -- demo` at the workspace root: it works
+/// only while the workspace's default members hold exactly one binary, `souverix`.
+#[test]
+fn the_readme_run_command_finds_one_binary_to_run() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let out = std::process::Command::new(cargo)
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .current_dir(&root)
+        .output()
+        .expect("cargo metadata runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let metadata: Value = serde_json::from_slice(&out.stdout).expect("cargo metadata prints JSON");
+    let defaults: Vec<&str> = metadata["workspace_default_members"]
+        .as_array()
+        .expect("default members")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let binaries: Vec<&str> = metadata["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .filter(|p| p["id"].as_str().is_some_and(|id| defaults.contains(&id)))
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        .filter(|t| t["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "bin")))
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(binaries, ["souverix"], "`cargo run` at the root must find exactly one binary");
+}
+
 #[test]
 fn an_unreachable_server_gets_a_clear_message() {
     let out = cli(&["--server", "http://127.0.0.1:9"], &["get", "policy"]);

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use tokio::process::{Child, Command};
 use crate::stats::Latencies;
 use crate::workload::{
     DEADLINE, Drain, FanOut, LATENCY_EVERY, LATENCY_WRITES, Paced, WRITERS, Writes, arrival_latencies, spec,
+    write_concurrently,
 };
 
 /// The servers, each its own JetStream domain of the same name, and their parents.
@@ -351,33 +352,16 @@ async fn put_all(
     writers: usize,
     seed: u64,
 ) -> anyhow::Result<(HashMap<String, Instant>, Vec<Duration>)> {
-    let keys = Arc::new(keys);
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..writers {
-        let (store, keys, next) = (store.clone(), keys.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut done = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(key) = keys.get(i) else { break };
-                let value = serde_json::to_vec(&spec(seed + i as u64))?;
-                let sent = Instant::now();
-                store.put(key, value.into()).await?;
-                done.push((key.clone(), sent, sent.elapsed()));
-            }
-            anyhow::Ok(done)
-        }));
-    }
-    let mut started = HashMap::new();
-    let mut latencies = Vec::new();
-    for task in tasks {
-        for (key, sent, took) in task.await?? {
-            started.insert(key, sent);
-            latencies.push(took);
+    let store = store.clone();
+    write_concurrently(keys, writers, move |i, key| {
+        let store = store.clone();
+        async move {
+            let value = serde_json::to_vec(&spec(seed + i as u64))?;
+            store.put(&key, value.into()).await?;
+            Ok(())
         }
-    }
-    Ok((started, latencies))
+    })
+    .await
 }
 
 /// W1: puts at the hub's `cfg`, until every edge's mirror holds every key.

@@ -20,7 +20,7 @@ use crate::common::free_base_port;
 use crate::stats::Latencies;
 use crate::workload::{
     DEADLINE, Drain, FanOut, LATENCY_EVERY, LATENCY_WRITES, Paced, Resync, SETTLE, W5_OBJECTS, W5_ROUNDS,
-    WRITERS, Writes, arrival_latencies, spec,
+    WRITERS, Writes, arrival_latencies, spec, write_concurrently,
 };
 
 const TOPOLOGY: &str = include_str!("topology.yaml");
@@ -127,33 +127,12 @@ impl Ours {
         seed: u64,
     ) -> anyhow::Result<(HashMap<String, Instant>, Vec<Duration>)> {
         let url = self.site(site).url.clone();
-        let names = Arc::new(names);
-        let next = Arc::new(AtomicUsize::new(0));
-        let mut tasks = Vec::new();
-        for _ in 0..writers {
-            let (http, url, scope, names, next) =
-                (self.http.clone(), url.clone(), scope.to_owned(), names.clone(), next.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut done = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(name) = names.get(i) else { break };
-                    let sent = Instant::now();
-                    put(&http, &url, &scope, name, seed + i as u64).await?;
-                    done.push((name.clone(), sent, sent.elapsed()));
-                }
-                anyhow::Ok(done)
-            }));
-        }
-        let mut started = HashMap::new();
-        let mut latencies = Vec::new();
-        for task in tasks {
-            for (name, sent, took) in task.await?? {
-                started.insert(name, sent);
-                latencies.push(took);
-            }
-        }
-        Ok((started, latencies))
+        let (http, scope) = (self.http.clone(), scope.to_owned());
+        write_concurrently(names, writers, move |i, name| {
+            let (http, url, scope) = (http.clone(), url.clone(), scope.clone());
+            async move { put(&http, &url, &scope, &name, seed + i as u64).await }
+        })
+        .await
     }
 
     /// Writes `names` in `scope` at `site` as batch applies: [`APPLY_BATCH`] documents per

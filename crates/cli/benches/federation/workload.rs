@@ -2,6 +2,9 @@
 //! figures each workload yields.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::stats::Latencies;
@@ -121,4 +124,44 @@ pub fn arrival_latencies(
         }
     }
     (Latencies::new(all), per_site.into_iter().map(Latencies::new).collect())
+}
+
+/// Writes every key with `writers` concurrent tasks, each taking the next key in turn:
+/// `write(i, key)` writes the `i`th. Returns when each write was sent and how long it took
+/// (until it was acknowledged).
+pub async fn write_concurrently<F, Fut>(
+    keys: Vec<String>,
+    writers: usize,
+    write: F,
+) -> anyhow::Result<(HashMap<String, Instant>, Vec<Duration>)>
+where
+    F: Fn(usize, String) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let keys = Arc::new(keys);
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..writers {
+        let (keys, next, write) = (keys.clone(), next.clone(), write.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut done = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(key) = keys.get(i) else { break };
+                let sent = Instant::now();
+                write(i, key.clone()).await?;
+                done.push((key.clone(), sent, sent.elapsed()));
+            }
+            anyhow::Ok(done)
+        }));
+    }
+    let mut started = HashMap::new();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        for (key, sent, took) in task.await?? {
+            started.insert(key, sent);
+            latencies.push(took);
+        }
+    }
+    Ok((started, latencies))
 }

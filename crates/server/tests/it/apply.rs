@@ -18,16 +18,7 @@ async fn apply(site: &Site, items: Vec<Value>) -> reqwest::Response {
 }
 
 async fn count(site: &Site) -> usize {
-    let page: Value = site
-        .http
-        .get(format!("{}/v1/objects", site.url))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
-    page["items"].as_array().map_or(0, Vec::len)
+    site.get_json("/v1/objects").await["items"].as_array().map_or(0, Vec::len)
 }
 
 #[tokio::test]
@@ -47,26 +38,10 @@ async fn a_batch_creates_and_updates_in_order_with_one_outcome_per_document() {
     assert_eq!(body["refused"], 0);
     assert_eq!(body["items"][0]["object"], "Policy/global/a");
 
-    let a: Value = site
-        .http
-        .get(site.object_url("Policy", "global", "a"))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let a = site.get_json("/v1/objects/Policy/global/a").await;
     assert_eq!(a["spec"], json!({"n": 3}), "the later document of the same object wins");
     assert_eq!(a["metadata"]["version"], body["items"][2]["version"], "{a}");
-    let history: Value = site
-        .http
-        .get(format!("{}/history", site.object_url("Policy", "global", "a")))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let history = site.get_json("/v1/objects/Policy/global/a/history").await;
     assert_eq!(history["items"].as_array().map_or(0, Vec::len), 2);
     assert_eq!(history["items"][0]["author"], "ops");
     site.stop().await;

@@ -41,6 +41,11 @@ impl Site {
         format!("{}/v1/objects/{kind}/{scope}/{name}", self.url)
     }
 
+    /// `GET {url}{path}` as JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.http.get(format!("{}{path}", self.url)).send().await.expect("get").json().await.expect("json")
+    }
+
     /// Stops the server and waits for it to finish its requests.
     pub async fn stop(mut self) {
         if let Some(running) = self.running.take() {

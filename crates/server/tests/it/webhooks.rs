@@ -86,15 +86,7 @@ fn site_with_webhook(url: &str, events: &str) -> config::SiteConfig {
 }
 
 async fn deliveries(site: &Site, query: &str) -> Vec<Value> {
-    let page: Value = site
-        .http
-        .get(format!("{}/v1/webhooks/deliveries{query}", site.url))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let page = site.get_json(&format!("/v1/webhooks/deliveries{query}")).await;
     page["items"].as_array().expect("items").clone()
 }
 

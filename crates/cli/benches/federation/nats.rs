@@ -18,10 +18,9 @@ use async_nats::jetstream::{self, kv, stream};
 use futures_util::StreamExt as _;
 use tokio::process::{Child, Command};
 
-use crate::stats::Latencies;
 use crate::workload::{
-    DEADLINE, Drain, FanOut, LATENCY_EVERY, LATENCY_WRITES, Paced, WRITERS, Writes, arrival_latencies, spec,
-    write_concurrently,
+    DEADLINE, Drain, FanOut, LATENCY_EVERY, LATENCY_WRITES, Paced, WRITERS, Writes, arrival_latencies,
+    sequential_then_concurrent, spec, write_concurrently,
 };
 
 /// The servers, each its own JetStream domain of the same name, and their parents.
@@ -458,19 +457,11 @@ pub async fn durable(nats: &Nats, writes: usize) -> anyhow::Result<(Writes, Writ
     let store = js(&hub, "hub")
         .create_key_value(kv::Config { bucket: "w3".into(), history: 1, ..Default::default() })
         .await?;
-    let mut results = Vec::new();
-    for (clients, prefix) in [(1, "s"), (WRITERS, "c")] {
+    sequential_then_concurrent(writes, |clients, round| {
+        let prefix = ["s", "c"][round];
         let keys: Vec<String> = (0..writes).map(|i| format!("{prefix}.o{i:05}")).collect();
-        let started = Instant::now();
-        let (_, latencies) = put_all(&store, keys, clients, 5_000_000).await?;
-        results.push(Writes {
-            clients,
-            writes,
-            seconds: started.elapsed().as_secs_f64(),
-            latency: Latencies::new(latencies),
-        });
-    }
-    let concurrent = results.pop().expect("two runs");
-    let sequential = results.pop().expect("two runs");
-    Ok((sequential, concurrent))
+        let store = store.clone();
+        async move { Ok(put_all(&store, keys, clients, 5_000_000).await?.1) }
+    })
+    .await
 }

@@ -17,10 +17,9 @@ use replication::Signal;
 use server::{RunningSite, SystemClock};
 
 use crate::common::free_base_port;
-use crate::stats::Latencies;
 use crate::workload::{
     DEADLINE, Drain, FanOut, LATENCY_EVERY, LATENCY_WRITES, Paced, Resync, SETTLE, W5_OBJECTS, W5_ROUNDS,
-    WRITERS, Writes, arrival_latencies, spec, write_concurrently,
+    WRITERS, Writes, arrival_latencies, sequential_then_concurrent, spec, write_concurrently,
 };
 
 const TOPOLOGY: &str = include_str!("topology.yaml");
@@ -318,21 +317,12 @@ impl Ours {
 
     /// W3 on this (single) site: `writes` writes from one client, then from `WRITERS`.
     pub async fn durable(&self, writes: usize) -> anyhow::Result<(Writes, Writes)> {
-        let mut results = Vec::new();
-        for (clients, prefix) in [(1, "w3s"), (WRITERS, "w3c")] {
+        sequential_then_concurrent(writes, |clients, round| {
+            let prefix = ["w3s", "w3c"][round];
             let names: Vec<String> = (0..writes).map(|i| format!("{prefix}-{i:05}")).collect();
-            let started = Instant::now();
-            let (_, latencies) = self.write("global-control", "global", names, clients, 5_000_000).await?;
-            results.push(Writes {
-                clients,
-                writes,
-                seconds: started.elapsed().as_secs_f64(),
-                latency: Latencies::new(latencies),
-            });
-        }
-        let concurrent = results.pop().expect("two runs");
-        let sequential = results.pop().expect("two runs");
-        Ok((sequential, concurrent))
+            async move { Ok(self.write("global-control", "global", names, clients, 5_000_000).await?.1) }
+        })
+        .await
     }
 }
 

@@ -165,3 +165,26 @@ where
     }
     Ok((started, latencies))
 }
+
+/// W3: `writes` single-object writes from one client, then from [`WRITERS`] at once.
+/// `run(clients, round)` writes them (`round` 0 then 1, to name the objects apart) and returns
+/// each write's latency.
+pub async fn sequential_then_concurrent<F, Fut>(writes: usize, mut run: F) -> anyhow::Result<(Writes, Writes)>
+where
+    F: FnMut(usize, usize) -> Fut,
+    Fut: Future<Output = anyhow::Result<Vec<Duration>>>,
+{
+    let mut measure = async |clients: usize, round: usize| -> anyhow::Result<Writes> {
+        let started = Instant::now();
+        let latencies = run(clients, round).await?;
+        Ok(Writes {
+            clients,
+            writes,
+            seconds: started.elapsed().as_secs_f64(),
+            latency: Latencies::new(latencies),
+        })
+    };
+    let sequential = measure(1, 0).await?;
+    let concurrent = measure(WRITERS, 1).await?;
+    Ok((sequential, concurrent))
+}

@@ -30,7 +30,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 pub use check::Violation;
-pub use run::{Outcome, run_seed};
+pub use run::{ClientStats, FaultStats, Outcome, run_seed};
+pub use world::NetStats;
 
 /// Why a run could not be carried out (as opposed to a broken promise, which is a
 /// [`Violation`] in the [`Outcome`]).
@@ -79,27 +80,9 @@ pub struct Totals {
     pub simulated_ms: u64,
     pub fault_ms: u64,
     pub settle_ms: u64,
-    pub writes_attempted: u64,
-    pub writes_committed: u64,
-    pub writes_acknowledged: u64,
-    pub writes_unacknowledged: u64,
-    pub writes_refused: u64,
-    pub writes_precondition_failed: u64,
-    pub writes_site_down: u64,
-    pub partitions: BTreeMap<&'static str, u64>,
-    pub crashes: u64,
-    pub crashes_before_ack: u64,
-    pub crashes_at_store_call: u64,
-    pub skews: u64,
-    pub skews_beyond_max: u64,
-    pub signals: u64,
-    pub messages: u64,
-    pub lost: u64,
-    pub duplicated: u64,
-    pub delayed: u64,
-    pub partitioned: u64,
-    pub refused_down: u64,
-    pub refused_skew: u64,
+    pub clients: ClientStats,
+    pub faults: FaultStats,
+    pub net: NetStats,
     pub conflicts: u64,
     pub versions: u64,
     pub violations: BTreeMap<&'static str, u64>,
@@ -114,30 +97,9 @@ impl Totals {
         self.simulated_ms += o.simulated_ms;
         self.fault_ms += o.fault_ms;
         self.settle_ms += o.settled_after_ms.unwrap_or(0);
-        let c = &o.clients;
-        self.writes_attempted += c.attempted;
-        self.writes_committed += c.committed;
-        self.writes_acknowledged += c.acknowledged;
-        self.writes_unacknowledged += c.unacknowledged;
-        self.writes_refused += c.refused;
-        self.writes_precondition_failed += c.precondition_failed;
-        self.writes_site_down += c.site_down;
-        for (kind, n) in &o.faults.partitions {
-            *self.partitions.entry(kind).or_default() += n;
-        }
-        self.crashes += o.faults.crashes;
-        self.crashes_before_ack += o.faults.crashes_before_ack;
-        self.crashes_at_store_call += o.faults.crashes_at_store_call;
-        self.skews += o.faults.skews;
-        self.skews_beyond_max += o.faults.skews_beyond_max;
-        self.signals += o.faults.signals;
-        self.messages += o.net.messages;
-        self.lost += o.net.lost;
-        self.duplicated += o.net.duplicated;
-        self.delayed += o.net.delayed;
-        self.partitioned += o.net.partitioned;
-        self.refused_down += o.net.refused_down;
-        self.refused_skew += o.net.refused_skew;
+        self.clients.add(&o.clients);
+        self.faults.add(&o.faults);
+        self.net.add(&o.net);
         self.conflicts += o.conflicts;
         self.versions += o.versions;
         for violation in &o.violations {
@@ -160,36 +122,37 @@ impl Totals {
         let _ = writeln!(
             out,
             "writes: {} attempted, {} committed, {} acknowledged, {} committed but unanswered (crash), {} refused by authority, {} precondition failed, {} at a site that was down",
-            self.writes_attempted,
-            self.writes_committed,
-            self.writes_acknowledged,
-            self.writes_unacknowledged,
-            self.writes_refused,
-            self.writes_precondition_failed,
-            self.writes_site_down
+            self.clients.attempted,
+            self.clients.committed,
+            self.clients.acknowledged,
+            self.clients.unacknowledged,
+            self.clients.refused,
+            self.clients.precondition_failed,
+            self.clients.site_down
         );
-        let partitions: Vec<String> = self.partitions.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let partitions: Vec<String> =
+            self.faults.partitions.iter().map(|(k, n)| format!("{k} {n}")).collect();
         let _ = writeln!(
             out,
             "faults: partitions ({}), crashes {} ({} between a write's commit and its answer, {} just before a chosen store call), clock skews {} ({} beyond the maximum), link signals {}",
             if partitions.is_empty() { "none".to_owned() } else { partitions.join(", ") },
-            self.crashes,
-            self.crashes_before_ack,
-            self.crashes_at_store_call,
-            self.skews,
-            self.skews_beyond_max,
-            self.signals
+            self.faults.crashes,
+            self.faults.crashes_before_ack,
+            self.faults.crashes_at_store_call,
+            self.faults.skews,
+            self.faults.skews_beyond_max,
+            self.faults.signals
         );
         let _ = writeln!(
             out,
             "network: {} messages, {} lost, {} duplicated, {} delayed past others, {} dropped by partitions, {} refused by a down site, {} batches refused for clock skew",
-            self.messages,
-            self.lost,
-            self.duplicated,
-            self.delayed,
-            self.partitioned,
-            self.refused_down,
-            self.refused_skew
+            self.net.messages,
+            self.net.lost,
+            self.net.duplicated,
+            self.net.delayed,
+            self.net.partitioned,
+            self.net.refused_down,
+            self.net.refused_skew
         );
         let _ = writeln!(out, "outcome: {} versions, {} conflicts recorded", self.versions, self.conflicts);
         let violations: Vec<String> = self.violations.iter().map(|(k, n)| format!("{k} {n}")).collect();

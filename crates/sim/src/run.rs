@@ -46,6 +46,34 @@ pub struct ClientStats {
     pub site_down: u64,
 }
 
+impl ClientStats {
+    /// Adds another run's counts.
+    pub fn add(&mut self, o: &ClientStats) {
+        self.attempted += o.attempted;
+        self.committed += o.committed;
+        self.acknowledged += o.acknowledged;
+        self.unacknowledged += o.unacknowledged;
+        self.refused += o.refused;
+        self.precondition_failed += o.precondition_failed;
+        self.site_down += o.site_down;
+    }
+}
+
+impl FaultStats {
+    /// Adds another run's counts.
+    pub fn add(&mut self, o: &FaultStats) {
+        for (kind, n) in &o.partitions {
+            *self.partitions.entry(kind).or_default() += n;
+        }
+        self.crashes += o.crashes;
+        self.crashes_before_ack += o.crashes_before_ack;
+        self.crashes_at_store_call += o.crashes_at_store_call;
+        self.skews += o.skews;
+        self.skews_beyond_max += o.skews_beyond_max;
+        self.signals += o.signals;
+    }
+}
+
 /// Counts of the faults a run injected.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FaultStats {

@@ -87,6 +87,19 @@ pub struct NetStats {
     pub refused_skew: u64,
 }
 
+impl NetStats {
+    /// Adds another run's counts.
+    pub fn add(&mut self, o: &NetStats) {
+        self.messages += o.messages;
+        self.lost += o.lost;
+        self.duplicated += o.duplicated;
+        self.delayed += o.delayed;
+        self.partitioned += o.partitioned;
+        self.refused_down += o.refused_down;
+        self.refused_skew += o.refused_skew;
+    }
+}
+
 /// The mutable state of the world.
 pub struct WorldState {
     pub slots: BTreeMap<SiteId, Slot>,

@@ -246,7 +246,7 @@ impl Zone {
             },
             up_to: self.counter,
             repair: false,
-            versions: vec![RemoteVersion { key, version, labels, spec }],
+            versions: vec![RemoteVersion { key, version, labels, spec: model::SpecText::of(&spec) }],
         };
         Ok(codec::encode(&batch))
     }

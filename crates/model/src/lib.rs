@@ -23,7 +23,7 @@ pub use hlc::{ClockError, Hlc, HlcClock};
 pub use ids::{IdError, Kind, ObjectKey, ObjectName, Scope, SiteId};
 pub use level::{Autonomy, Level};
 pub use time::format_rfc3339_millis;
-pub use version::{ContentHash, Version, VersionId, VersionIdError, lww_winner};
+pub use version::{ContentHash, SpecText, Version, VersionId, VersionIdError, labels_text, lww_winner};
 pub use vv::{Causality, VersionVector};
 
 /// A source of physical time in milliseconds since the Unix epoch. The model never reads a

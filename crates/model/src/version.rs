@@ -71,19 +71,24 @@ impl ContentHash {
         spec: &serde_json::Value,
         deleted: bool,
     ) -> Self {
-        let mut canonical = String::new();
-        canonical.push_str(key.kind.as_str());
-        canonical.push('\n');
-        canonical.push_str(key.scope.as_str());
-        canonical.push('\n');
-        canonical.push_str(key.name.as_str());
-        canonical.push('\n');
-        canonical.push_str(if deleted { "deleted" } else { "present" });
-        canonical.push('\n');
-        write_canonical(&serde_json::json!(labels), &mut canonical);
-        canonical.push('\n');
-        write_canonical(spec, &mut canonical);
-        Self(hex::encode(Sha256::digest(canonical.as_bytes())))
+        Self::of_text(key, &labels_text(labels), SpecText::of(spec).as_str(), deleted)
+    }
+
+    /// [`ContentHash::of`] over content already in its JSON text: `labels` as
+    /// [`labels_text`] writes them and the spec's text. The text is hashed as it is, so a
+    /// version received from a peer is checked, stored and sent on byte for byte, without being
+    /// parsed and written again.
+    pub fn of_text(key: &ObjectKey, labels: &str, spec: &str, deleted: bool) -> Self {
+        let mut hasher = Sha256::new();
+        for part in [key.kind.as_str(), key.scope.as_str(), key.name.as_str()] {
+            hasher.update(part.as_bytes());
+            hasher.update(b"\n");
+        }
+        hasher.update(if deleted { b"deleted\n".as_slice() } else { b"present\n".as_slice() });
+        hasher.update(labels.as_bytes());
+        hasher.update(b"\n");
+        hasher.update(spec.as_bytes());
+        Self(hex::encode(hasher.finalize()))
     }
 
     /// Wraps a hash read back from storage.
@@ -99,6 +104,50 @@ impl ContentHash {
 impl fmt::Display for ContentHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// Labels as the JSON text that is hashed and stored: an object with its keys in sorted order.
+pub fn labels_text(labels: &BTreeMap<String, String>) -> String {
+    // A `BTreeMap` serializes its keys in order, so this is the canonical form without building a
+    // JSON value first (on the path of every write and every received version). A map of strings
+    // always serializes.
+    serde_json::to_string(labels).unwrap_or_default()
+}
+
+/// A spec as the exact JSON text that is hashed, stored and sent to peers. Made here from a
+/// value, it is the canonical form (object keys sorted, no whitespace); received from a peer, it
+/// is kept byte for byte once checked to be JSON (its content hash binds those bytes), so every
+/// site holds the same bytes and a value that would not print back the same (a float, say) can
+/// never make two sites disagree on a hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecText(String);
+
+impl SpecText {
+    /// The canonical text of a value.
+    pub fn of(value: &serde_json::Value) -> Self {
+        let mut out = String::new();
+        write_canonical(value, &mut out);
+        Self(out)
+    }
+
+    /// Checks that `text` is one JSON value (without building it) and keeps it as it is.
+    pub fn parse(text: String) -> Result<Self, serde_json::Error> {
+        serde_json::from_str::<serde::de::IgnoredAny>(&text)?;
+        Ok(Self(text))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
+    /// The value the text holds.
+    pub fn value(&self) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::from_str(&self.0)
     }
 }
 
@@ -252,6 +301,29 @@ mod tests {
         let labels = BTreeMap::new();
         assert_eq!(ContentHash::of(&key(), &labels, &a, false), ContentHash::of(&key(), &labels, &b, false));
         assert_ne!(ContentHash::of(&key(), &labels, &a, false), ContentHash::of(&key(), &labels, &a, true));
+    }
+
+    #[test]
+    fn the_hash_of_text_is_the_hash_of_its_value() {
+        let spec: serde_json::Value =
+            serde_json::from_str(r#"{"b": {"y": null, "x": [1, 2]}, "a": 1.5}"#).unwrap();
+        let labels = BTreeMap::from([("env".to_owned(), "prod".to_owned())]);
+        let text = SpecText::of(&spec);
+        assert_eq!(text.as_str(), r#"{"a":1.5,"b":{"x":[1,2],"y":null}}"#);
+        assert_eq!(labels_text(&labels), r#"{"env":"prod"}"#);
+        let hash = ContentHash::of(&key(), &labels, &spec, false);
+        // SHA-256 of "Policy\nglobal\nbaseline\npresent\n" + labels + "\n" + spec: the hash
+        // every site has computed for this content, so stores and peers keep agreeing.
+        assert_eq!(hash.as_str(), "14dc5cc40d691f895ea482c489693bfa78f899fea8eff7dfa7a1282c14183524");
+        assert_eq!(ContentHash::of_text(&key(), &labels_text(&labels), text.as_str(), false), hash);
+        assert_eq!(
+            SpecText::parse(" {\"a\": 1} ".into()).unwrap().as_str(),
+            " {\"a\": 1} ",
+            "kept as received"
+        );
+        assert!(SpecText::parse("{\"a\": ".into()).is_err());
+        assert!(SpecText::parse("{} {}".into()).is_err(), "one value only");
+        assert_eq!(text.value().unwrap(), spec);
     }
 
     #[test]

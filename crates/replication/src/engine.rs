@@ -234,6 +234,9 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     calls: StoreCalls,
+    /// Counts the engine's commits that added events (local writes, applied batches, refusals,
+    /// link states), so event streams wake on them instead of polling.
+    committed: watch::Sender<u64>,
 }
 
 /// The sync engine of one site. Cheap to clone.
@@ -349,6 +352,7 @@ impl SyncEngine {
             shutdown,
             tasks: Mutex::new(Vec::new()),
             calls,
+            committed: watch::channel(0).0,
         });
         let mut tasks = Vec::new();
         for link in inner.links.values() {
@@ -473,6 +477,15 @@ impl SyncEngine {
     /// from, if any (that link does not need waking).
     pub fn notify_change(&self, from: Option<&SiteId>) {
         self.inner.notify_change(from);
+    }
+
+    /// A receiver that changes after every commit of this engine that appended to the event log
+    /// (a local write, an applied batch, a refusal, a link state), so an event stream or a
+    /// watcher can wait on it instead of polling. Events appended elsewhere (an operator
+    /// acknowledging a conflict, a webhook) do not mark it: a stream still reads the log now and
+    /// then.
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.inner.committed.subscribe()
     }
 
     /// Whether this site holds objects of `scope`: its own scope, an ancestor's, or a
@@ -791,7 +804,7 @@ impl Inner {
             })
             .await;
         match result {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => self.announce_commit(),
             Ok(Err(e)) => warn!(error = %e, "could not record a refusal"),
             Err(e) => warn!(error = %e, "could not record a refusal"),
         }
@@ -850,7 +863,7 @@ impl Inner {
                 .blocking(move |s| changes.into_iter().try_for_each(|e| s.append_event(e).map(|_| ())))
                 .await;
             match result {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => self.announce_commit(),
                 Ok(Err(e)) => warn!(error = %e, "could not record link state events"),
                 Err(e) => warn!(error = %e, "could not record link state events"),
             }
@@ -883,6 +896,7 @@ impl Inner {
     }
 
     fn notify_change(&self, from: Option<&SiteId>) {
+        self.announce_commit();
         for link in self.links.values() {
             if Some(&link.cfg.peer) == from || link.cfg.mode != SyncMode::Continuous {
                 continue;
@@ -891,6 +905,10 @@ impl Inner {
                 link.wake.notify_one();
             }
         }
+    }
+
+    fn announce_commit(&self) {
+        self.committed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     async fn run_link(self: Arc<Self>, link: Arc<LinkRuntime>, mut stop: watch::Receiver<bool>) {
@@ -980,11 +998,7 @@ impl Inner {
                 .await?
                 .map_err(|e| format!("reading the change log failed: {e}"))?;
             let count = batch.changes.len();
-            let versions: Vec<RemoteVersion> = batch
-                .changes
-                .into_iter()
-                .map(|c| RemoteVersion { key: c.key, version: c.version, labels: c.labels, spec: c.spec })
-                .collect();
+            let versions: Vec<RemoteVersion> = batch.changes.into_iter().map(RemoteVersion::from).collect();
             #[cfg(feature = "broken-cursor-before-ack")]
             {
                 // Deliberately wrong, to show the simulator catches it: the cursor moves (durably)
@@ -1142,16 +1156,11 @@ impl Inner {
         if stale.is_empty() {
             return Ok(());
         }
-        let objects = self
-            .blocking(move |s| {
-                stale.iter().filter_map(|k| s.get(k).transpose()).collect::<Result<Vec<_>, _>>()
-            })
+        // As stored, byte for byte: the hash the peer checks is over those bytes.
+        let repairs = self
+            .blocking(move |s| s.current_for_link(&stale))
             .await?
             .map_err(|e| format!("reading objects to repair failed: {e}"))?;
-        let repairs: Vec<RemoteVersion> = objects
-            .into_iter()
-            .map(|o| RemoteVersion { key: o.key, version: o.version, labels: o.labels, spec: o.spec })
-            .collect();
         let total = repairs.len();
         let cursor = lock(&link.mem).record.cursor;
         for chunk in repairs.chunks(link.cfg.batch_size.max(1)) {

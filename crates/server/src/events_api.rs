@@ -2,7 +2,8 @@
 //! refusals, link state changes) as server-sent events, resumable from the last event id.
 //!
 //! A connection first replays the stored events after the id it gives, a page of at most
-//! [`EVENT_PAGE`] at a time, then follows new ones by reading the store every [`POLL`]. A
+//! [`EVENT_PAGE`] at a time, then follows new ones: it reads the store as soon as the sync engine
+//! announces a commit (`SyncEngine::commits`), and every [`POLL`] for events appended elsewhere. A
 //! keep-alive comment goes out every [`KEEP_ALIVE`] while nothing happens. The stream ends when
 //! the site shuts down (so graceful shutdown never waits on it), or after the replay with
 //! `follow=false`.
@@ -32,7 +33,8 @@ use crate::problem::{ApiError, Problem};
 
 /// The most events read from the store at once.
 pub const EVENT_PAGE: usize = 1000;
-/// How often a connection that has caught up looks for new events.
+/// How often a connection that has caught up looks for new events the sync engine did not
+/// announce (it wakes the stream at once after its own commits).
 pub const POLL: Duration = Duration::from_millis(200);
 /// How often a keep-alive comment goes out on an idle stream.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -154,6 +156,7 @@ pub async fn events(
     let until = if follow { None } else { Some(blocking(&state, "events", |s| s.last_event_seq()).await?) };
     let tail = Tail {
         shutdown: state.shutdown.subscribe(),
+        commits: state.engine.commits(),
         _open: OpenStream::new(state.metrics.clone()),
         state,
         cursor: after,
@@ -176,6 +179,9 @@ struct Tail {
     /// Read and not yet sent; at most one page.
     buffer: VecDeque<store::Event>,
     shutdown: watch::Receiver<bool>,
+    /// Marked by the sync engine after each commit that appended events: the stream reads the
+    /// log as soon as one lands, and every `POLL` for the events appended elsewhere.
+    commits: watch::Receiver<u64>,
     _open: OpenStream,
 }
 
@@ -216,6 +222,8 @@ async fn next_event(mut tail: Tail) -> Option<(Result<SseEvent, Infallible>, Tai
             return None;
         }
         let after = tail.cursor;
+        // Seen before reading: a commit that lands during the read marks it again.
+        tail.commits.borrow_and_update();
         let page = match blocking(&tail.state, "events", move |s| s.events(after, EVENT_PAGE)).await {
             Ok(page) => page,
             // Logged where it happened; the client resumes from the last id it received.
@@ -227,6 +235,8 @@ async fn next_event(mut tail: Tail) -> Option<(Result<SseEvent, Infallible>, Tai
             }
             tokio::select! {
                 () = tokio::time::sleep(POLL) => {}
+                // The stream holds the engine (in `state`), so this never fails for good.
+                _ = tail.commits.changed() => {}
                 _ = tail.shutdown.changed() => return None,
             }
             continue;

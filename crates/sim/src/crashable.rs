@@ -139,6 +139,10 @@ impl Store for CrashableStore {
         self.point.pass()?;
         self.inner.changes_for_link(query, limit)
     }
+    fn current_for_link(&self, keys: &[ObjectKey]) -> Result<Vec<RemoteVersion>, StoreError> {
+        self.point.pass()?;
+        self.inner.current_for_link(keys)
+    }
     fn link_debt(&self, query: &LinkQuery) -> Result<Debt, StoreError> {
         self.point.pass()?;
         self.inner.link_debt(query)

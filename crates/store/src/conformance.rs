@@ -1443,7 +1443,7 @@ fn step_remote(store: &dyn Store, model: &mut Model, op: &Op) -> Result<(), Test
         content_hash: ContentHash::of(&key, &labels, &spec, deleted),
         deleted,
     };
-    let remote = crate::RemoteVersion { key, version, labels, spec };
+    let remote = crate::RemoteVersion { key, version, labels, spec: model::SpecText::of(&spec) };
     if held {
         model.delayed.push((remote, from));
         return Ok(());
@@ -1462,6 +1462,7 @@ fn apply_one(
 ) -> Result<(), TestCaseError> {
     let peers = model_peers(store);
     let (key, version) = (remote.key.clone(), remote.version.clone());
+    let spec = remote.spec.value().map_err(|e| TestCaseError::fail(format!("a model spec is JSON: {e}")))?;
     let prior = model.objects.get(&key);
     let report = store
         .apply_remote(&peers[from], std::slice::from_ref(&remote), T0 + now, &crate::LastWriteWins)
@@ -1498,7 +1499,7 @@ fn apply_one(
         None => ModelObject {
             current: version.clone(),
             labels: remote.labels.clone(),
-            spec: remote.spec.clone(),
+            spec: spec.clone(),
             created: version.hlc,
             context: Default::default(),
             history: Vec::new(),
@@ -1511,7 +1512,7 @@ fn apply_one(
         }
         object.current = version.clone();
         object.labels = remote.labels.clone();
-        object.spec = remote.spec.clone();
+        object.spec = spec.clone();
     }
     object.context.merge(&version.vv);
     object.history.push(version.id());

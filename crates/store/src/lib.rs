@@ -30,7 +30,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use model::{Hlc, Kind, ObjectKey, ObjectName, Scope, SiteId, StoredObject, Version, VersionId};
+use model::{Hlc, Kind, ObjectKey, ObjectName, Scope, SiteId, SpecText, StoredObject, Version, VersionId};
 
 mod conflicts;
 #[cfg(feature = "conformance")]
@@ -88,14 +88,15 @@ pub struct HistoryEntry {
     pub seq: u64,
 }
 
-/// One entry of the change log: a version this site accepted, in acceptance order.
+/// One entry of the change log: a version this site accepted, in acceptance order. Its spec is
+/// a value, or for a link ([`LinkChange`]) the text as stored.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Change {
+pub struct Change<S = serde_json::Value> {
     pub seq: u64,
     pub key: ObjectKey,
     pub version: Version,
     pub labels: BTreeMap<String, String>,
-    pub spec: serde_json::Value,
+    pub spec: S,
     /// The link the version arrived on; `None` for a write made at this site.
     pub from_site: Option<SiteId>,
 }
@@ -287,6 +288,11 @@ pub trait Store: Send + Sync {
     /// read (never less than `query.after`): fewer than `limit` changes means the link is caught
     /// up to `scanned_to`, even when every change on the way was skipped.
     fn changes_for_link(&self, query: &LinkQuery, limit: usize) -> Result<LinkBatch, StoreError>;
+
+    /// The current versions (tombstones included) of these objects, as a link sends them: the
+    /// content as stored, byte for byte (a digest exchange repairs a peer with them). Objects
+    /// this site does not hold are left out; at most [`MAX_LINK_BATCH`] keys are read.
+    fn current_for_link(&self, keys: &[ObjectKey]) -> Result<Vec<RemoteVersion>, StoreError>;
 
     /// The link's sync debt, counted the way `changes_for_link` selects changes (every change
     /// after `query.after` it would carry, with no limit).
@@ -556,7 +562,18 @@ pub struct RemoteVersion {
     pub key: ObjectKey,
     pub version: Version,
     pub labels: BTreeMap<String, String>,
-    pub spec: serde_json::Value,
+    /// The spec's text as its origin hashed it: stored and sent on byte for byte.
+    pub spec: SpecText,
+}
+
+/// One change a link carries ([`Store::changes_for_link`]): a change-log entry with its content
+/// as the store keeps it, ready to send without being parsed and written again.
+pub type LinkChange = Change<SpecText>;
+
+impl From<LinkChange> for RemoteVersion {
+    fn from(c: LinkChange) -> Self {
+        RemoteVersion { key: c.key, version: c.version, labels: c.labels, spec: c.spec }
+    }
 }
 
 /// What applying a batch from a peer did.
@@ -609,7 +626,7 @@ pub struct LinkQuery {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinkBatch {
     /// In change-log order, at most the limit asked for.
-    pub changes: Vec<Change>,
+    pub changes: Vec<LinkChange>,
     /// The highest sequence number examined: once the peer acknowledges this batch, the link's
     /// cursor moves here (changes skipped on the way need not be sent).
     pub scanned_to: u64,

@@ -89,14 +89,16 @@ pub(crate) struct Stamped {
 /// Stamps an accepted `write` as the next version at `site`: the clock's next tick, the
 /// object's causal context (a tombstone's too, so a re-created object continues it) with this
 /// site's counter incremented, so the new version dominates every version the site has seen,
-/// the content hash, and `created` carried over unless the object was absent or deleted (see
-/// [`created_after`]). The object's context afterwards is the new version's vector. Advances
-/// `clock`; the caller persists `clock.last()`.
+/// the write's content hash (`content_hash`, as [`ContentHash::of`] computes it), and `created`
+/// carried over unless the object was absent or deleted (see [`created_after`]). The object's
+/// context afterwards is the new version's vector. Advances `clock`; the caller persists
+/// `clock.last()`.
 pub(crate) fn stamp(
     site: &SiteId,
     write: LocalWrite,
     current: Option<&StoredObject>,
     clock: &mut HlcClock,
+    content_hash: ContentHash,
 ) -> Stamped {
     let hlc = clock.tick(write.now_ms);
     let mut vv = current.map(|c| c.context.clone()).unwrap_or_default();
@@ -108,7 +110,7 @@ pub(crate) fn stamp(
         origin: site.clone(),
         vv,
         author: write.author.clone(),
-        content_hash: ContentHash::of(&write.key, &write.labels, &write.spec, write.deleted),
+        content_hash,
         deleted: write.deleted,
     };
     let detail = match (live, write.deleted) {
@@ -168,7 +170,9 @@ mod tests {
     }
 
     fn stamped(deleted: bool, current: Option<&StoredObject>, clock: &mut HlcClock) -> StoredObject {
-        stamp(&site(), write(deleted, None), current, clock).object
+        let write = write(deleted, None);
+        let hash = ContentHash::of(&write.key, &write.labels, &write.spec, write.deleted);
+        stamp(&site(), write, current, clock, hash).object
     }
 
     #[test]
@@ -218,7 +222,9 @@ mod tests {
         let second = stamped(false, Some(&first), &mut clock);
         assert_eq!(second.created, first.created, "an update keeps `created`");
         let tomb = stamped(true, Some(&second), &mut clock);
-        let again = stamp(&site(), write(false, None), Some(&tomb), &mut clock);
+        let again_write = write(false, None);
+        let hash = ContentHash::of(&again_write.key, &again_write.labels, &again_write.spec, false);
+        let again = stamp(&site(), again_write, Some(&tomb), &mut clock, hash);
         assert!(again.created);
         assert_eq!(again.object.version.vv.get(&site()), 4);
         assert_eq!(again.object.created, again.object.version.hlc);

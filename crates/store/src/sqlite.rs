@@ -3,9 +3,10 @@
 //!
 //! One writer connection behind a mutex serializes writes (each in a `BEGIN IMMEDIATE`
 //! transaction). Local writes commit in groups: writes that arrive while a group commits queue
-//! up and commit together in the next transaction, each in its own savepoint (a refused or
-//! failed write is refused alone), so one fsync acknowledges them all. A fixed pool of read-only connections serves reads, which WAL lets run beside
-//! the writer. Objects, versions and the change log are normalized: the `versions` table holds
+//! up and commit together in the next transaction (a refused write is refused alone, and a
+//! write that fails is rolled back and the rest run again without it), so one fsync
+//! acknowledges them all. A fixed pool of read-only connections serves reads, which WAL lets
+//! run beside the writer. Objects, versions and the change log are normalized: the `versions` table holds
 //! every version with its content, `objects` points at each object's current version (and
 //! keeps its causal context), and `changes` gives each version its sequence number, the link
 //! it came on, when it was accepted and its size (so sync debt is one query). `links` keeps the
@@ -16,6 +17,7 @@
 //! version vectors, scope sets, site cards and event data are stored as JSON text. The schema
 //! is versioned in the `meta` table and migrated on open.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -24,8 +26,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
 use model::{
-    ContentHash, Hlc, HlcClock, Kind, ObjectKey, ObjectName, Scope, SiteCard, SiteId, StoredObject, Strategy,
-    Version, VersionId, VersionVector,
+    ContentHash, Hlc, HlcClock, Kind, ObjectKey, ObjectName, Scope, SiteCard, SiteId, SpecText, StoredObject,
+    Strategy, Version, VersionId, VersionVector,
 };
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
@@ -38,12 +40,15 @@ use crate::remote::Current;
 use crate::{
     ApplyError, ApplyReport, AuditEntry, AuditRecord, Change, Committed, ConflictFilter, ConflictPolicy,
     ConflictRecord, ConflictSide, ConflictStatus, Debt, Delivery, DeliveryEntry, Event, Heartbeat,
-    HistoryEntry, LinkBatch, LinkQuery, LinkRecord, ListFilter, LocalWrite, MAX_LINK_BATCH, NewEvent,
-    NodeRecord, RemoteVersion, SkewRefusal, Store, StoreError, WriteError, clamp_limit, remote,
+    HistoryEntry, LinkBatch, LinkChange, LinkQuery, LinkRecord, ListFilter, LocalWrite, MAX_LINK_BATCH,
+    NewEvent, NodeRecord, RemoteVersion, SkewRefusal, Store, StoreError, WriteError, clamp_limit, remote,
 };
 
 /// How many read-only connections serve reads.
 const READERS: usize = 4;
+/// How many prepared statements each connection keeps: more than the distinct statements one
+/// connection runs, so none is prepared twice.
+const STATEMENT_CACHE: usize = 64;
 /// How long a connection waits for a lock held by another connection before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -385,55 +390,76 @@ impl SqliteStore {
     }
 
     /// Commits a group of local writes in one `BEGIN IMMEDIATE` transaction, so one fsync makes
-    /// them all durable, and returns each write's outcome in order. Each write runs in its own
-    /// savepoint with the checks and clock tick of a write on its own: a refused write keeps only
-    /// its audit entry, a write that fails is rolled back alone, and the others commit. If the
-    /// transaction cannot start or commit, every write of the group fails.
+    /// them all durable, and returns each write's outcome in order. Each write has the checks and
+    /// clock tick of a write on its own: a refused write keeps only its audit entry and the
+    /// others commit. A write that fails (an error of the store, not a refusal) must leave no
+    /// trace, so the transaction is rolled back and the group runs again without it: no
+    /// savepoint per write, which would copy every page a write touches into a sub-journal. Each
+    /// pass drops one write, so there are at most as many passes as writes. If the transaction
+    /// cannot start or commit, every write still waiting fails.
     fn commit_group(&self, writes: Vec<LocalWrite>) -> Vec<Result<Committed, WriteError>> {
         let count = writes.len();
         let mut conn = self.writer();
-        let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-            Ok(tx) => tx,
-            Err(e) => return group_failed(count, "starting a write transaction", &e),
-        };
-        let mut clock = match read_clock(&tx) {
-            Ok(last) => HlcClock::new(last, self.max_clock_skew_ms),
-            Err(e) => return group_failed(count, "reading the clock", &e),
-        };
-        let mut outcomes = Vec::with_capacity(count);
-        for write in writes {
-            let outcome = match tx.savepoint() {
-                Ok(mut sp) => {
-                    let outcome = self.write_in(&sp, write, &mut clock);
-                    // A write that failed (not one refused: its audit entry stays) leaves no trace.
-                    let released = match &outcome {
-                        Err(WriteError::Store(_)) => sp.rollback().and_then(|()| sp.commit()),
-                        _ => sp.commit(),
-                    };
-                    match released {
-                        Ok(()) => outcome,
-                        Err(e) => Err(WriteError::Store(StoreError::Backend {
-                            context: "releasing a write's savepoint".into(),
-                            source: Box::new(e),
-                        })),
-                    }
+        let mut failed: Vec<Option<WriteError>> = (0..count).map(|_| None).collect();
+        loop {
+            let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+                Ok(tx) => tx,
+                Err(e) => {
+                    return with_failures(failed, group_failed(count, "starting a write transaction", &e));
                 }
-                Err(e) => Err(WriteError::Store(StoreError::Backend {
-                    context: "starting a write's savepoint".into(),
-                    source: Box::new(e),
-                })),
             };
-            outcomes.push(outcome);
+            let mut clock = match read_clock(&tx) {
+                Ok(last) => HlcClock::new(last, self.max_clock_skew_ms),
+                Err(e) => return with_failures(failed, group_failed(count, "reading the clock", &e)),
+            };
+            let mut open = match unresolved_conflicts_exist(&tx) {
+                Ok(open) => open,
+                Err(e) => {
+                    return with_failures(failed, group_failed(count, "reading the open conflicts", &e));
+                }
+            };
+            let mut outcomes = Vec::with_capacity(count);
+            let mut failure = None;
+            for (i, write) in writes.iter().enumerate() {
+                if failed[i].is_some() {
+                    outcomes.push(None);
+                    continue;
+                }
+                match self.write_in(&tx, write.clone(), &mut clock, &mut open) {
+                    Err(WriteError::Store(e)) => {
+                        failure = Some((i, e));
+                        break;
+                    }
+                    outcome => outcomes.push(Some(outcome)),
+                }
+            }
+            if let Some((i, e)) = failure {
+                // Dropping `tx` rolls the pass back; the next one runs without this write.
+                drop(tx);
+                debug!(write = i, error = %e, "a write of the group failed; the others run again without it");
+                failed[i] = Some(WriteError::Store(e));
+                continue;
+            }
+            if let Err(e) = save_clock(&tx, clock.last()) {
+                return with_failures(failed, group_failed(count, "saving the clock", &e));
+            }
+            if let Err(e) = tx.commit() {
+                return with_failures(failed, group_failed(count, "committing a write", &e));
+            }
+            debug!(writes = count, "write group committed");
+            return outcomes
+                .into_iter()
+                .zip(failed)
+                .map(|(outcome, failure)| match (outcome, failure) {
+                    (_, Some(failure)) => Err(failure),
+                    (Some(outcome), None) => outcome,
+                    (None, None) => Err(WriteError::Store(StoreError::Backend {
+                        context: "committing a write".into(),
+                        source: Box::new(GroupFailure("the write was not run".into())),
+                    })),
+                })
+                .collect();
         }
-        let saved = save_clock(&tx, clock.last());
-        if let Err(e) = saved {
-            return group_failed(count, "saving the clock", &e);
-        }
-        if let Err(e) = tx.commit() {
-            return group_failed(count, "committing a write", &e);
-        }
-        debug!(writes = count, "write group committed");
-        outcomes
     }
 
     /// One local write inside the group's transaction: refused (with its audit entry) or
@@ -443,6 +469,7 @@ impl SqliteStore {
         conn: &Connection,
         write: LocalWrite,
         clock: &mut HlcClock,
+        open_conflicts: &mut bool,
     ) -> Result<Committed, WriteError> {
         let current = query_current(conn, &write.key)?;
         if let Some(refused) = refusal(&write, current.as_ref()) {
@@ -451,10 +478,12 @@ impl SqliteStore {
             return Err(refused.error);
         }
         let accepted_ms = write.now_ms;
-        let stamped = stamp(&self.site, write, current.as_ref(), clock);
+        // The text stored is the text hashed: the spec is written out once.
+        let content = Content::encode(&write.labels, &write.spec);
+        let hash = ContentHash::of_text(&write.key, &content.labels, &content.spec, write.deleted);
+        let stamped = stamp(&self.site, write, current.as_ref(), clock, hash);
         let object = &stamped.object;
         let (key, version) = (&object.key, &object.version);
-        let content = Content::encode(&object.labels, &object.spec)?;
         let version_row = insert_version(conn, key, version, &content)?;
         upsert_object(conn, key, version_row, object.created, &object.context)?;
         let seq = insert_change(conn, version_row, None, accepted_ms, content.bytes())?;
@@ -463,7 +492,9 @@ impl SqliteStore {
         // The new version dominates everything the site holds, so it resolves every open
         // conflict of the object (an operator's pick is such a write). No policy reaches a local
         // write, so these resolutions are always audited.
-        resolve_conflicts(conn, key, version, accepted_ms, true)?;
+        if *open_conflicts {
+            resolve_conflicts(conn, key, version, accepted_ms, true)?;
+        }
         debug!(key = %key, version = %version.id(), seq, deleted = version.deleted, "write recorded");
         Ok(Committed { object: stamped.object, seq, created: stamped.created })
     }
@@ -473,6 +504,15 @@ impl SqliteStore {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct GroupFailure(String);
+
+/// The outcomes of a group whose transaction failed as a whole, but for the writes that had
+/// failed on their own before: those keep their own error.
+fn with_failures(
+    failed: Vec<Option<WriteError>>,
+    group: Vec<Result<Committed, WriteError>>,
+) -> Vec<Result<Committed, WriteError>> {
+    failed.into_iter().zip(group).map(|(own, group)| own.map_or(group, Err)).collect()
+}
 
 /// The outcome of every write of a group whose transaction failed as a whole.
 fn group_failed(count: usize, context: &str, error: &dyn fmt::Display) -> Vec<Result<Committed, WriteError>> {
@@ -488,6 +528,7 @@ fn group_failed(count: usize, context: &str, error: &dyn fmt::Display) -> Vec<Re
 
 fn configure_writer(conn: &Connection) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(Box::new(OpenProblem(format!(
@@ -504,6 +545,7 @@ fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(conn)
 }
@@ -631,6 +673,14 @@ fn sql_limit(limit: usize) -> i64 {
     i64::try_from(clamp_limit(limit)).unwrap_or(i64::MAX)
 }
 
+/// `LIMIT n` with the number written into the SQL, not bound: SQLite plans with a bound limit's
+/// value and so prepares the statement again every time it runs (this build enables STAT4),
+/// which cost more than the query itself on a link that sends a change at a time. The SQL text
+/// stays the same for the same limit, so the statement cache keeps it.
+fn limit_clause(limit: i64) -> String {
+    format!(" LIMIT {limit}")
+}
+
 /// A version row as SQLite returns it, before its values are checked.
 struct RawVersion {
     id: i64,
@@ -649,11 +699,13 @@ struct RawVersion {
 }
 
 /// A version with its content, decoded.
-struct Decoded {
+/// A version read from the store; its spec parsed (`serde_json::Value`) or kept as text
+/// ([`SpecText`], to send to a peer).
+struct Decoded<S = serde_json::Value> {
     key: ObjectKey,
     version: Version,
     labels: BTreeMap<String, String>,
-    spec: serde_json::Value,
+    spec: S,
 }
 
 impl RawVersion {
@@ -677,6 +729,18 @@ impl RawVersion {
     }
 
     fn decode(self) -> Result<Decoded, StoreError> {
+        self.decode_with(|text| serde_json::from_str(&text))
+    }
+
+    /// Decodes the version, keeping its spec as the text stored (checked to be JSON).
+    fn decode_text(self) -> Result<Decoded<SpecText>, StoreError> {
+        self.decode_with(SpecText::parse)
+    }
+
+    fn decode_with<S>(
+        self,
+        spec: impl FnOnce(String) -> Result<S, serde_json::Error>,
+    ) -> Result<Decoded<S>, StoreError> {
         let id = self.id;
         let bad = |column: &str, problem: &dyn fmt::Display| corrupt("versions", id, column, problem);
         let key = decode_key(&self.kind, &self.scope, &self.name).map_err(|(column, e)| bad(column, &e))?;
@@ -684,7 +748,7 @@ impl RawVersion {
         let origin = SiteId::new(self.origin).map_err(|e| bad("origin", &e))?;
         let vv: VersionVector = serde_json::from_str(&self.vv).map_err(|e| bad("vv", &e))?;
         let labels = serde_json::from_str(&self.labels).map_err(|e| bad("labels", &e))?;
-        let spec = serde_json::from_str(&self.spec).map_err(|e| bad("spec", &e))?;
+        let spec = spec(self.spec).map_err(|e| bad("spec", &e))?;
         let deleted = match self.deleted {
             0 => false,
             1 => true,
@@ -766,15 +830,17 @@ fn decode_object(raw: RawObject) -> Result<StoredObject, StoreError> {
 
 /// The current version of `key`, tombstones included.
 fn query_current(conn: &Connection, key: &ObjectKey) -> Result<Option<StoredObject>, StoreError> {
+    read_current(conn, key, "reading the current version of an object")?.map(decode_object).transpose()
+}
+
+/// The row of `key`'s current version, not decoded yet; `context` names the read in errors.
+fn read_current(conn: &Connection, key: &ObjectKey, context: &str) -> Result<Option<RawObject>, StoreError> {
     let sql = object_query("WHERE o.kind = ?1 AND o.scope = ?2 AND o.name = ?3");
-    let context = "reading the current version of an object";
-    let raw = conn
-        .prepare_cached(&sql)
+    conn.prepare_cached(&sql)
         .during(context)?
         .query_row(params![key.kind.as_str(), key.scope.as_str(), key.name.as_str()], read_object)
         .optional()
-        .during(context)?;
-    raw.map(decode_object).transpose()
+        .during(context)
 }
 
 fn read_clock(conn: &Connection) -> Result<Hlc, StoreError> {
@@ -895,17 +961,20 @@ where
 }
 
 /// Labels and spec as the JSON text the store keeps.
-struct Content {
+struct Content<'a> {
     labels: String,
-    spec: String,
+    spec: Cow<'a, str>,
 }
 
-impl Content {
-    fn encode(labels: &BTreeMap<String, String>, spec: &serde_json::Value) -> Result<Content, StoreError> {
-        Ok(Content {
-            labels: serde_json::to_string(labels).map_err(encoding("labels"))?,
-            spec: serde_json::to_string(spec).map_err(encoding("a spec"))?,
-        })
+impl<'a> Content<'a> {
+    /// The content of a local write: the canonical text (what its hash was computed over).
+    fn encode(labels: &BTreeMap<String, String>, spec: &serde_json::Value) -> Content<'a> {
+        Content { labels: model::labels_text(labels), spec: Cow::Owned(SpecText::of(spec).into_string()) }
+    }
+
+    /// The content of a received version: its spec's text as received.
+    fn received(labels: &BTreeMap<String, String>, spec: &'a SpecText) -> Content<'a> {
+        Content { labels: model::labels_text(labels), spec: Cow::Borrowed(spec.as_str()) }
     }
 
     /// The size of the content in bytes, as `changes.bytes` records it (and [`Debt`] sums it).
@@ -940,7 +1009,7 @@ fn insert_version(
         version.content_hash.as_str(),
         version.deleted,
         content.labels,
-        content.spec,
+        content.spec.as_ref(),
     ])
     .during(context)?;
     Ok(conn.last_insert_rowid())
@@ -1067,10 +1136,22 @@ fn read_change(row: &Row<'_>) -> rusqlite::Result<(RawVersion, i64, Option<Strin
     Ok((RawVersion::read(row)?, row.get(VERSION_COLUMN_COUNT)?, row.get(VERSION_COLUMN_COUNT + 1)?))
 }
 
-fn decode_change((raw, seq, from_site): (RawVersion, i64, Option<String>)) -> Result<Change, StoreError> {
+fn decode_link_change(row: (RawVersion, i64, Option<String>)) -> Result<LinkChange, StoreError> {
+    decode_change_with(row, RawVersion::decode_text)
+}
+
+fn decode_change(row: (RawVersion, i64, Option<String>)) -> Result<Change, StoreError> {
+    decode_change_with(row, RawVersion::decode)
+}
+
+/// A row of [`change_query`], its version decoded by `decode` (spec as a value or as text).
+fn decode_change_with<S>(
+    (raw, seq, from_site): (RawVersion, i64, Option<String>),
+    decode: fn(RawVersion) -> Result<Decoded<S>, StoreError>,
+) -> Result<Change<S>, StoreError> {
     let from_site =
         from_site.map(SiteId::new).transpose().map_err(|e| corrupt("changes", seq, "from_site", e))?;
-    let d = raw.decode()?;
+    let d = decode(raw)?;
     Ok(Change {
         seq: to_u64("changes", seq, "seq", seq)?,
         key: d.key,
@@ -1079,6 +1160,23 @@ fn decode_change((raw, seq, from_site): (RawVersion, i64, Option<String>)) -> Re
         spec: d.spec,
         from_site,
     })
+}
+
+/// The query of [`Store::changes_for_link`]: `conditions` from [`link_conditions`], in log order,
+/// at most `limit` (already clamped).
+fn link_changes_sql(conditions: &str, limit: usize) -> String {
+    change_query(&format!(
+        "WHERE {conditions} ORDER BY c.seq{}",
+        limit_clause(i64::try_from(limit).unwrap_or(i64::MAX))
+    ))
+}
+
+/// The query of [`Store::events`].
+fn events_sql(limit: usize) -> String {
+    format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq{}",
+        limit_clause(sql_limit(limit))
+    )
 }
 
 /// Scopes as one SQL parameter: a JSON array that `json_each` expands.
@@ -1367,6 +1465,14 @@ fn query_conflict(conn: &Connection, id: &str) -> Result<Option<Stored>, StoreEr
 
 /// Resolves the open and acknowledged conflicts of `key` whose two sides `version` dominates,
 /// with an audit entry each (when `audit`) and a `conflict` event each.
+/// Whether any conflict is still open or acknowledged: when none is, no version needs to look
+/// for conflicts it resolves (one query per transaction instead of one per version).
+fn unresolved_conflicts_exist(conn: &Connection) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM conflicts WHERE status IN ('open', 'acknowledged'))")
+        .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
+        .during("looking for unresolved conflicts")
+}
+
 fn resolve_conflicts(
     conn: &Connection,
     key: &ObjectKey,
@@ -1454,7 +1560,7 @@ impl Store for SqliteStore {
         if writes.is_empty() {
             return Vec::new();
         }
-        // One transaction (and one fsync) for the whole batch, a savepoint per write.
+        // One transaction (and one fsync) for the whole batch.
         self.commit_group(writes)
     }
 
@@ -1482,14 +1588,14 @@ impl Store for SqliteStore {
             args.push(SqlValue::Text(after.scope.to_string()));
             args.push(SqlValue::Text(after.name.to_string()));
         }
-        args.push(SqlValue::Integer(sql_limit(filter.limit)));
         let mut filter_sql = String::new();
         if !conditions.is_empty() {
             filter_sql.push_str("WHERE ");
             filter_sql.push_str(&conditions.join(" AND "));
         }
         // Byte order of the kind's name, then scope, then name: `ObjectKey`'s order.
-        filter_sql.push_str(" ORDER BY o.kind, o.scope, o.name LIMIT ?");
+        filter_sql.push_str(" ORDER BY o.kind, o.scope, o.name");
+        filter_sql.push_str(&limit_clause(sql_limit(filter.limit)));
         let sql = object_query(&filter_sql);
         query_all(
             &self.reader(),
@@ -1529,8 +1635,8 @@ impl Store for SqliteStore {
         query_all(
             &self.reader(),
             "reading the change log",
-            &change_query("WHERE c.seq > ?1 ORDER BY c.seq LIMIT ?2"),
-            params![sql_position(after), sql_limit(limit)],
+            &change_query(&format!("WHERE c.seq > ?1 ORDER BY c.seq{}", limit_clause(sql_limit(limit)))),
+            params![sql_position(after)],
             read_change,
             decode_change,
         )
@@ -1546,24 +1652,28 @@ impl Store for SqliteStore {
     }
 
     fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit WHERE seq > ?1 ORDER BY seq{}",
+            limit_clause(sql_limit(limit))
+        );
         query_all(
             &self.reader(),
             "reading the audit log",
             &sql,
-            params![sql_position(after), sql_limit(limit)],
+            params![sql_position(after)],
             read_audit,
             RawAudit::decode,
         )
     }
 
     fn audit_tail(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq DESC LIMIT ?1");
+        let sql =
+            format!("SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq DESC{}", limit_clause(sql_limit(limit)));
         let mut newest_first = query_all(
             &self.reader(),
             "reading the end of the audit log",
             &sql,
-            [sql_limit(limit)],
+            [],
             read_audit,
             RawAudit::decode,
         )?;
@@ -1589,6 +1699,7 @@ impl Store for SqliteStore {
         let mut clock = HlcClock::new(read_clock(&tx)?, self.max_clock_skew_ms);
         let rank = |site: &SiteId| policy.rank(site);
         let audit = policy.audit();
+        let mut open_conflicts = unresolved_conflicts_exist(&tx)?;
         let mut report = ApplyReport::default();
         for remote in versions {
             let (key, version) = (&remote.key, &remote.version);
@@ -1610,7 +1721,7 @@ impl Store for SqliteStore {
                 held_versions(&tx, key)?
             };
             let placement = remote::place(current.as_ref(), &held, version, strategy, &rank);
-            let content = Content::encode(&remote.labels, &remote.spec)?;
+            let content = Content::received(&remote.labels, &remote.spec);
             let version_row = insert_version(&tx, key, version, &content)?;
             insert_change(&tx, version_row, Some(from), now_ms, content.bytes())?;
             match placement.current {
@@ -1625,6 +1736,7 @@ impl Store for SqliteStore {
             for &i in &placement.conflicts {
                 let conflict = conflicts::detected(key, version, &held[i], strategy, &rank, now_ms);
                 if insert_conflict(&tx, &conflict)? {
+                    open_conflicts = true;
                     if audit {
                         insert_audit(&tx, &conflicts::detected_audit(&conflict.record))?;
                     }
@@ -1636,7 +1748,9 @@ impl Store for SqliteStore {
                     );
                 }
             }
-            resolve_conflicts(&tx, key, version, now_ms, audit)?;
+            if open_conflicts {
+                resolve_conflicts(&tx, key, version, now_ms, audit)?;
+            }
             report.applied += 1;
             report.became_current += usize::from(became_current);
             report.concurrent += usize::from(!placement.conflicts.is_empty());
@@ -1660,23 +1774,39 @@ impl Store for SqliteStore {
         if end <= query.after {
             return Ok(LinkBatch { changes: Vec::new(), scanned_to: query.after });
         }
-        let (conditions, mut args) = link_conditions(query, sql_position(end))?;
-        args.push(SqlValue::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+        let (conditions, args) = link_conditions(query, sql_position(end))?;
         // SQLite walks the log in seq order and stops at the limit: at most `limit` changes are
         // ever in memory, however many it steps over.
         let changes = query_all(
             &tx,
             "reading the changes for a link",
-            &change_query(&format!("WHERE {conditions} ORDER BY c.seq LIMIT ?")),
+            &link_changes_sql(&conditions, limit),
             rusqlite::params_from_iter(args),
             read_change,
-            decode_change,
+            decode_link_change,
         )?;
         let scanned_to = match changes.last() {
             Some(last) if changes.len() == limit => last.seq,
             _ => end,
         };
         Ok(LinkBatch { changes, scanned_to })
+    }
+
+    fn current_for_link(&self, keys: &[ObjectKey]) -> Result<Vec<RemoteVersion>, StoreError> {
+        let conn = self.reader();
+        let mut versions = Vec::new();
+        for key in keys.iter().take(MAX_LINK_BATCH) {
+            if let Some(raw) = read_current(&conn, key, "reading current versions to send")? {
+                let d = raw.version.decode_text()?;
+                versions.push(RemoteVersion {
+                    key: d.key,
+                    version: d.version,
+                    labels: d.labels,
+                    spec: d.spec,
+                });
+            }
+        }
+        Ok(versions)
     }
 
     fn link_debt(&self, query: &LinkQuery) -> Result<Debt, StoreError> {
@@ -1801,14 +1931,14 @@ impl Store for SqliteStore {
             args.push(SqlValue::Text(key.scope.to_string()));
             args.push(SqlValue::Text(key.name.to_string()));
         }
-        args.push(SqlValue::Integer(sql_limit(filter.limit)));
         let filter_sql =
             if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
         query_all(
             &self.reader(),
             "listing conflicts",
             &format!(
-                "SELECT {CONFLICT_COLUMNS} FROM conflicts {filter_sql} ORDER BY detected_ms DESC, id LIMIT ?"
+                "SELECT {CONFLICT_COLUMNS} FROM conflicts {filter_sql} ORDER BY detected_ms DESC, id{}",
+                limit_clause(sql_limit(filter.limit))
             ),
             rusqlite::params_from_iter(args),
             read_conflict,
@@ -1852,8 +1982,8 @@ impl Store for SqliteStore {
         query_all(
             &self.reader(),
             "reading the event log",
-            &format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"),
-            params![sql_position(after), sql_limit(limit)],
+            &events_sql(limit),
+            params![sql_position(after)],
             read_event,
             decode_event,
         )
@@ -1896,8 +2026,11 @@ impl Store for SqliteStore {
         query_all(
             &self.reader(),
             "reading webhook deliveries",
-            &format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries {filter} ORDER BY id DESC LIMIT ?2"),
-            params![webhook, sql_limit(limit)],
+            &format!(
+                "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries {filter} ORDER BY id DESC{}",
+                limit_clause(sql_limit(limit))
+            ),
+            params![webhook],
             read_delivery,
             decode_delivery,
         )
@@ -1961,8 +2094,11 @@ impl Store for SqliteStore {
         query_all(
             &self.reader(),
             "reading node records",
-            &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id > ?1 ORDER BY id LIMIT ?2"),
-            params![after.map_or("", ObjectName::as_str), sql_limit(limit)],
+            &format!(
+                "SELECT {NODE_COLUMNS} FROM nodes WHERE id > ?1 ORDER BY id{}",
+                limit_clause(sql_limit(limit))
+            ),
+            params![after.map_or("", ObjectName::as_str)],
             read_node,
             decode_node,
         )
@@ -2179,7 +2315,7 @@ mod version_2 {
             },
             key: key.clone(),
             labels,
-            spec,
+            spec: SpecText::of(&spec),
         };
         let report =
             store.apply_remote(&peer, std::slice::from_ref(&remote), T0 + 10, &LastWriteWins).unwrap();
@@ -2241,8 +2377,58 @@ mod version_3 {
 
 #[cfg(test)]
 mod plans {
+    use rusqlite::StatementStatus;
+
     use super::*;
     use crate::LinkQuery;
+
+    /// A link that sends a change at a time reads the log (and a stream the events) once per
+    /// change: those statements must run from the statement cache as prepared, not be prepared
+    /// again on every run (a bound `LIMIT` made SQLite, built with STAT4, do that: it cost more
+    /// than the query).
+    #[test]
+    fn reading_the_logs_again_does_not_prepare_the_statements_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = SiteId::new("global-control").unwrap();
+        let store = SqliteStore::open(&dir.path().join("site.db"), me, 1_000).unwrap();
+        let peer = SiteId::new("region-a-control").unwrap();
+        let scopes = Some(["global".parse::<Scope>().unwrap()].into_iter().collect());
+        let limit = 7;
+        for i in 0..5u64 {
+            let key = ObjectKey::parse("Policy", "global", &format!("p{i}")).unwrap();
+            let write = LocalWrite {
+                key,
+                labels: BTreeMap::new(),
+                spec: serde_json::json!({"i": i}),
+                deleted: false,
+                author: "alice".into(),
+                precondition: None,
+                now_ms: 1_764_000_000_000 + i,
+            };
+            store.write(write).unwrap();
+            // A different position each time, as a link's cursor and a stream's moves.
+            let query = LinkQuery { after: i, peer: peer.clone(), scopes: scopes.clone() };
+            store.changes_for_link(&query, limit).unwrap();
+            store.events(i, limit).unwrap();
+        }
+        let query = LinkQuery { after: 0, peer, scopes };
+        let (conditions, _) = link_conditions(&query, 0).unwrap();
+        for (what, sql) in
+            [("link changes", link_changes_sql(&conditions, limit)), ("events", events_sql(limit))]
+        {
+            let (runs, reprepares) = store
+                .readers
+                .iter()
+                .map(|reader| {
+                    let conn = reader.lock().unwrap();
+                    let stmt = conn.prepare_cached(&sql).unwrap();
+                    (stmt.get_status(StatementStatus::Run), stmt.get_status(StatementStatus::RePrepare))
+                })
+                .fold((0, 0), |(r, p), (run, rep)| (r + run, p + rep));
+            assert!(runs >= 5, "{what}: the cached statement ran {runs} times, not the 5 reads");
+            assert_eq!(reprepares, 0, "{what}: prepared again {reprepares} times in {runs} runs");
+        }
+    }
 
     /// The plan SQLite picks for the link selection: the log walked by seq, each version found
     /// by its row id, each superseded check one seek in `versions_by_origin`.

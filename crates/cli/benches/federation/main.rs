@@ -1,9 +1,9 @@
 //! The performance suite: fan-out, latency, drain, durable writes and resync of Souverix
 //! Federation, side by side with NATS JetStream 2.9 leaf nodes, on loopback on this machine.
 //!
-//! - W1 fan-out: `SOUVERIX_BENCH_OBJECTS` (10,000) objects of 1 KiB written at the top by 64
-//!   concurrent clients; time until all four edges hold all of them, edge deliveries per second,
-//!   per-object latency p50/p99.
+//! - W1 fan-out: `SOUVERIX_BENCH_OBJECTS` (10,000) objects of 1 KiB written at the top as batch
+//!   applies (250 documents per `POST /v1/apply`, 4 at once); time until all four edges hold all
+//!   of them, edge deliveries per second, per-object latency p50/p99.
 //! - W1-latency: 200 writes at the top at 50 per second; per-object latency to each edge.
 //! - W2 drain: one edge cut, the objects written there, the link restored; time from the link
 //!   coming up until the top holds all of them; bytes sent.

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -371,47 +371,56 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// When each object whose name starts with a prefix first showed in the change log of each of
-/// a set of sites: a thread per site reads the end of the log every 250 µs and the new changes
-/// when it moved, so an arrival is seen within a fraction of a millisecond.
+/// When each object whose name starts with a prefix was first written at each of a set of
+/// sites, as a client of the site would see it: a task per site waits for the site's sync
+/// engine to announce a commit (`SyncEngine::commits`, what wakes `/v1/events`) and reads the
+/// new events, so an arrival is seen as soon as its batch committed, with no polling.
 struct Arrivals {
     seen: Arc<Mutex<HashMap<(usize, String), Instant>>>,
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<anyhow::Result<()>>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Arrivals {
     async fn watch(sites: &[&RunningSite], prefix: &str) -> anyhow::Result<Arrivals> {
         let seen = Arc::new(Mutex::new(HashMap::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
+        let (stop, _) = tokio::sync::watch::channel(false);
+        let mut tasks = Vec::new();
         for (i, site) in sites.iter().enumerate() {
             let store = site.store.clone();
+            let mut commits = site.engine.commits();
             let mut after = {
                 let store = store.clone();
-                tokio::task::spawn_blocking(move || store.last_seq()).await??
+                tokio::task::spawn_blocking(move || store.last_event_seq()).await??
             };
-            let (seen, stop, prefix) = (seen.clone(), stop.clone(), prefix.to_owned());
-            threads.push(std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    if store.last_seq()? <= after {
-                        std::thread::sleep(Duration::from_micros(250));
-                        continue;
+            let (seen, mut stopped, prefix) = (seen.clone(), stop.subscribe(), prefix.to_owned());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    // Seen before reading: a commit during the read marks it again.
+                    commits.borrow_and_update();
+                    let store = store.clone();
+                    let page =
+                        tokio::task::spawn_blocking(move || store.events(after, store::MAX_PAGE)).await??;
+                    if page.is_empty() {
+                        tokio::select! {
+                            _ = commits.changed() => continue,
+                            _ = stopped.changed() => return Ok(()),
+                        }
                     }
-                    let page = store.changes(after, store::MAX_PAGE)?;
                     let at = Instant::now();
-                    let mut seen = lock(&seen);
-                    for change in &page {
-                        after = after.max(change.seq);
-                        if change.key.name.as_str().starts_with(&prefix) {
-                            seen.entry((i, change.key.name.to_string())).or_insert(at);
+                    let mut guard = lock(&seen);
+                    for event in &page {
+                        after = after.max(event.seq);
+                        if let Some(key) = event.event.object.as_ref().filter(|_| event.event.kind == "write")
+                            && key.name.as_str().starts_with(&prefix)
+                        {
+                            guard.entry((i, key.name.to_string())).or_insert(at);
                         }
                     }
                 }
-                Ok(())
             }));
         }
-        Ok(Arrivals { seen, stop, threads })
+        Ok(Arrivals { seen, stop, tasks })
     }
 
     /// Waits until `count` arrivals were seen, then stops watching.
@@ -422,7 +431,7 @@ impl Arrivals {
             if n >= count {
                 break Ok(());
             }
-            if self.threads.iter().any(|t| t.is_finished()) {
+            if self.tasks.iter().any(|t| t.is_finished()) {
                 break Err(anyhow::anyhow!("watching arrivals stopped early"));
             }
             if since.elapsed() >= DEADLINE {
@@ -430,11 +439,11 @@ impl Arrivals {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads {
-            match thread.join() {
+        self.stop.send_replace(true);
+        for task in self.tasks {
+            match task.await {
                 Ok(result) => result?,
-                Err(_) => anyhow::bail!("a thread watching arrivals panicked"),
+                Err(_) => anyhow::bail!("a task watching arrivals panicked"),
             }
         }
         outcome?;

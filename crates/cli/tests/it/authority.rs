@@ -239,7 +239,7 @@ async fn a_forged_version_beyond_its_origins_authority_is_refused_on_apply() {
         },
         key,
         labels,
-        spec,
+        spec: model::SpecText::of(&spec),
     };
     let batch = Batch {
         from: a1.clone(),

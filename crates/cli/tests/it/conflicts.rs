@@ -88,7 +88,7 @@ fn version(key: &ObjectKey, origin: &str, wall_ms: u64, spec: Value) -> store::R
         },
         key: key.clone(),
         labels,
-        spec,
+        spec: model::SpecText::of(&spec),
     }
 }
 

@@ -185,7 +185,7 @@ fn region_a_version(name: &str, wall_ms: u64, i: u32) -> RemoteVersion {
         },
         key,
         labels,
-        spec,
+        spec: model::SpecText::of(&spec),
     }
 }
 

@@ -135,7 +135,7 @@ pub fn remote_version(
         },
         key,
         labels,
-        spec,
+        spec: model::SpecText::of(&spec),
     }
 }
 

@@ -7,7 +7,8 @@
 use std::collections::BTreeSet;
 
 use model::{
-    Causality, ContentHash, Hlc, Kind, ObjectKey, Scope, SiteId, StoredObject, Version, VersionVector,
+    Causality, ContentHash, Hlc, Kind, ObjectKey, Scope, SiteId, SpecText, StoredObject, Version,
+    VersionVector,
 };
 use serde_json::json;
 
@@ -15,7 +16,7 @@ use super::{
     Harness, T0, all_changes, apply, delete, get, history_ids, key, labels, list_keys, must_get, policy, put,
 };
 use crate::{
-    ApplyError, ApplyReport, Change, Debt, LastWriteWins, LinkBatch, LinkQuery, LinkRecord, ListFilter,
+    ApplyError, ApplyReport, Debt, LastWriteWins, LinkBatch, LinkChange, LinkQuery, LinkRecord, ListFilter,
     MAX_LINK_BATCH, MAX_PAGE, RemoteVersion, SkewRefusal, Store,
 };
 
@@ -68,7 +69,7 @@ pub(super) fn remote(
         content_hash: ContentHash::of(key, &labels, &spec, false),
         deleted: false,
     };
-    RemoteVersion { key: key.clone(), version, labels, spec }
+    RemoteVersion { key: key.clone(), version, labels, spec: SpecText::of(&spec) }
 }
 
 /// A tombstone of `key` as `origin` stamped it.
@@ -81,7 +82,7 @@ pub(super) fn remote_delete(
     let mut r = remote(key, origin, wall, vector, serde_json::Value::Null);
     r.labels.clear();
     r.version.deleted = true;
-    r.version.content_hash = ContentHash::of(key, &r.labels, &r.spec, true);
+    r.version.content_hash = ContentHash::of(key, &r.labels, &serde_json::Value::Null, true);
     r
 }
 
@@ -122,10 +123,9 @@ fn has(store: &dyn Store, r: &RemoteVersion) -> bool {
 }
 
 /// Content size as a link counts it: labels and spec as compact JSON.
-fn content_bytes(c: &Change) -> u64 {
+fn content_bytes(c: &LinkChange) -> u64 {
     let labels = serde_json::to_string(&c.labels).expect("labels as JSON");
-    let spec = serde_json::to_string(&c.spec).expect("spec as JSON");
-    (labels.len() + spec.len()) as u64
+    (labels.len() + c.spec.as_str().len()) as u64
 }
 
 fn assert_dominates(a: &VersionVector, b: &VersionVector, what: &str) {
@@ -165,7 +165,7 @@ pub fn apply_remote_stores_a_peers_version(h: &mut dyn Harness) {
         key: k.clone(),
         version: r.version.clone(),
         labels: r.labels.clone(),
-        spec: r.spec.clone(),
+        spec: r.spec.value().expect("the spec is JSON"),
         created: r.version.hlc,
         context: r.version.vv.clone(),
     };
@@ -178,7 +178,7 @@ pub fn apply_remote_stores_a_peers_version(h: &mut dyn Harness) {
     assert_eq!(changes.len(), 1);
     let c = &changes[0];
     assert_eq!((c.seq, &c.key, &c.version), (report.last_seq, &k, &r.version));
-    assert_eq!((&c.labels, &c.spec), (&r.labels, &r.spec));
+    assert_eq!((&c.labels, &c.spec), (&r.labels, &r.spec.value().expect("the spec is JSON")));
     assert_eq!(c.from_site.as_ref(), Some(&region), "the change log records the link it came on");
 
     let empty = apply_batch(store, &region, &[], T0 + 6);

@@ -286,7 +286,7 @@ fn link_queries_stay_fast_with_a_large_backlog() {
                 deleted: false,
             },
             labels,
-            spec,
+            spec: model::SpecText::of(&spec),
         }
     };
     let hot = policy("hot");

@@ -968,7 +968,11 @@ impl Inner {
                     info!(peer = %link.cfg.peer, "link up");
                 }
                 mem.failures = 0;
-                mem.down_since_ms = None;
+                // A round that was in flight when the link was cut does not bring it back: it
+                // stays down, and its time down keeps counting towards isolation.
+                if mem.signal() != Signal::Down {
+                    mem.down_since_ms = None;
+                }
                 mem.ever_reached = true;
                 mem.last_error = None;
             }

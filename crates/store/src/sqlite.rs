@@ -54,7 +54,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `MIGRATIONS[n]` brings a store from schema version `n` to `n + 1`. Version 0 is a new file
 /// with only its `meta` table.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
 
 const META: &str = "
 CREATE TABLE meta (
@@ -236,6 +236,53 @@ CREATE TABLE nodes (
     health                TEXT NOT NULL,
     applied               TEXT NOT NULL
 ) STRICT, WITHOUT ROWID;
+";
+
+const SCHEMA_V5: &str = "
+-- Fewer b-trees to update for every accepted version. `versions` had two indexes over the same
+-- six columns (its UNIQUE constraint and `versions_by_origin`): the index becomes the unique
+-- one. Nothing looks `objects` up by `version_id`, so its UNIQUE index goes. Both tables are
+-- rebuilt (SQLite cannot drop a constraint's index), with foreign keys off while it runs.
+CREATE TABLE versions_v5 (
+    id           INTEGER PRIMARY KEY,
+    kind         TEXT NOT NULL,
+    scope        TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    hlc_wall     INTEGER NOT NULL,
+    hlc_logical  INTEGER NOT NULL,
+    origin       TEXT NOT NULL,
+    vv           TEXT NOT NULL,
+    author       TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    deleted      INTEGER NOT NULL CHECK (deleted IN (0, 1)),
+    labels       TEXT NOT NULL,
+    spec         TEXT NOT NULL
+) STRICT;
+INSERT INTO versions_v5 (id, kind, scope, name, hlc_wall, hlc_logical, origin, vv, author, content_hash,
+                         deleted, labels, spec)
+    SELECT id, kind, scope, name, hlc_wall, hlc_logical, origin, vv, author, content_hash, deleted,
+           labels, spec
+    FROM versions;
+DROP TABLE versions;
+ALTER TABLE versions_v5 RENAME TO versions;
+-- One version per (object, timestamp, origin); also finds whether a later version of an object
+-- from the same origin is held.
+CREATE UNIQUE INDEX versions_by_origin ON versions (kind, scope, name, origin, hlc_wall, hlc_logical);
+
+CREATE TABLE objects_v5 (
+    kind            TEXT NOT NULL,
+    scope           TEXT NOT NULL,
+    name            TEXT NOT NULL,
+    version_id      INTEGER NOT NULL REFERENCES versions (id),
+    created_wall    INTEGER NOT NULL,
+    created_logical INTEGER NOT NULL,
+    context         TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (kind, scope, name)
+) STRICT, WITHOUT ROWID;
+INSERT INTO objects_v5 (kind, scope, name, version_id, created_wall, created_logical, context)
+    SELECT kind, scope, name, version_id, created_wall, created_logical, context FROM objects;
+DROP TABLE objects;
+ALTER TABLE objects_v5 RENAME TO objects;
 ";
 
 const NODE_COLUMNS: &str =
@@ -570,6 +617,22 @@ fn migrate(conn: &mut Connection, path: &Path, site: &SiteId) -> Result<(), Migr
 
 /// [`migrate`], stopping at schema version `target` (tests make older files with it).
 fn migrate_to(conn: &mut Connection, path: &Path, site: &SiteId, target: u32) -> Result<(), Migration> {
+    // A migration may rebuild a table that others reference, which SQLite allows only with
+    // foreign keys off (the setting cannot change inside a transaction). The keys are checked
+    // before the migration commits, and the setting is put back whatever happened.
+    let enforced: bool = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    let migrated = migrate_in_transaction(conn, path, site, target);
+    conn.pragma_update(None, "foreign_keys", enforced)?;
+    migrated
+}
+
+fn migrate_in_transaction(
+    conn: &mut Connection,
+    path: &Path,
+    site: &SiteId,
+    target: u32,
+) -> Result<(), Migration> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let has_meta: bool = tx.query_row(
         "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'meta')",
@@ -629,6 +692,18 @@ fn migrate_to(conn: &mut Connection, path: &Path, site: &SiteId, target: u32) ->
         let to = n + 1;
         tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [to.to_string()])?;
         info!(path = %path.display(), schema_version = to, "migrated store schema");
+    }
+    let dangling: Option<(String, Option<i64>, String)> = tx
+        .query_row("SELECT \"table\", rowid, parent FROM pragma_foreign_key_check", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    if let Some((table, rowid, parent)) = dangling {
+        let row = rowid.map_or_else(|| "a row".to_owned(), |id| format!("row {id}"));
+        return Err(Migration::Refused(StoreError::Corrupt(format!(
+            "{table} {row} refers to a {parent} row that does not exist, so the store cannot be \
+             migrated; restore the site's data directory from a backup"
+        ))));
     }
     tx.commit()?;
     Ok(())
@@ -2200,7 +2275,7 @@ mod tests {
             .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, SqliteStore::SCHEMA_VERSION.to_string());
-        assert_eq!(SqliteStore::SCHEMA_VERSION, 4);
+        assert_eq!(SqliteStore::SCHEMA_VERSION, 5);
 
         let a = store.get(&key("a")).unwrap().unwrap();
         assert_eq!(a.context, a.version.vv, "the context of an old object is its current vector");
@@ -2372,6 +2447,108 @@ mod version_3 {
         };
         store.record_heartbeat(&beat).unwrap();
         assert_eq!(store.nodes(None, 0).unwrap().len(), 1);
+    }
+}
+
+/// A store written by the build with two indexes over every version (schema version 4) opens
+/// and migrates: versions, objects and their links stay, a version is still held once, each
+/// accepted version updates fewer indexes, and foreign keys are enforced again afterwards. A
+/// file whose rows refer to a missing version is refused and left as it was.
+#[cfg(test)]
+mod version_4 {
+    use super::*;
+
+    const T0: u64 = 1_764_000_000_000;
+
+    fn version_4_store(path: &Path, me: &SiteId, objects_refer_to: i64) {
+        let mut conn = Connection::open(path).unwrap();
+        if migrate_to(&mut conn, path, me, 4).is_err() {
+            panic!("creating a version 4 store");
+        }
+        // Off, so the broken file of the second test can be made.
+        conn.pragma_update(None, "foreign_keys", false).unwrap();
+        conn.execute_batch(&format!(
+            r#"
+            INSERT INTO versions (id, kind, scope, name, hlc_wall, hlc_logical, origin, vv, author,
+                                  content_hash, deleted, labels, spec) VALUES
+                (1, 'Policy', 'global', 'p', {T0}, 0, '{me}', '{{"{me}":1}}', 'alice', 'h1', 0, '{{}}', '{{"v":1}}'),
+                (2, 'Policy', 'global', 'p', {t}, 0, '{me}', '{{"{me}":2}}', 'alice', 'h2', 0, '{{}}', '{{"v":2}}');
+            INSERT INTO objects (kind, scope, name, version_id, created_wall, created_logical, context)
+                VALUES ('Policy', 'global', 'p', {objects_refer_to}, {T0}, 0, '{{"{me}":2}}');
+            INSERT INTO changes (version_id, from_site, recorded_ms, bytes)
+                VALUES (1, NULL, {T0}, 9), (2, NULL, {t}, 9);
+            "#,
+            t = T0 + 10,
+        ))
+        .unwrap();
+    }
+
+    fn indexes(path: &Path, table: &str) -> Vec<String> {
+        let conn = Connection::open(path).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = ?1 ORDER BY name")
+            .unwrap();
+        stmt.query_map([table], |r| r.get(0)).unwrap().collect::<rusqlite::Result<_>>().unwrap()
+    }
+
+    #[test]
+    fn a_version_4_store_migrates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("site.db");
+        let me = SiteId::new("edge-zone-a1").unwrap();
+        let key = ObjectKey::new(Kind::Policy, Scope::new("global").unwrap(), ObjectName::new("p").unwrap());
+        version_4_store(&path, &me, 2);
+        assert_eq!(indexes(&path, "versions"), ["sqlite_autoindex_versions_1", "versions_by_origin"]);
+
+        let store = SqliteStore::open(&path, me.clone(), 60_000).unwrap();
+        assert_eq!(indexes(&path, "versions"), ["versions_by_origin"]);
+        assert_eq!(indexes(&path, "objects"), Vec::<String>::new(), "no index beyond the key");
+        let object = store.get(&key).unwrap().expect("the object stays");
+        assert_eq!(object.spec, serde_json::json!({"v": 2}));
+        assert_eq!(store.history(&key).unwrap().len(), 2);
+        assert_eq!(store.changes(0, 10).unwrap().len(), 2);
+
+        // Held once: the same version again is a duplicate, for the store and for SQLite.
+        let again = RemoteVersion {
+            key: key.clone(),
+            version: object.version.clone(),
+            labels: object.labels.clone(),
+            spec: SpecText::of(&object.spec),
+        };
+        let report = store
+            .apply_remote(&SiteId::new("global-control").unwrap(), &[again], T0 + 20, &crate::LastWriteWins)
+            .unwrap();
+        assert_eq!((report.applied, report.duplicates), (0, 1));
+        let conn = store.writer();
+        let copy = conn.execute(
+            "INSERT INTO versions (kind, scope, name, hlc_wall, hlc_logical, origin, vv, author, content_hash, \
+             deleted, labels, spec) SELECT kind, scope, name, hlc_wall, hlc_logical, origin, vv, author, \
+             content_hash, deleted, labels, spec FROM versions WHERE id = 2",
+            [],
+        );
+        assert!(copy.is_err(), "a second row for the same version is refused");
+        let dangling = conn.execute("UPDATE objects SET version_id = 99", []);
+        assert!(dangling.is_err(), "foreign keys are enforced again after the migration");
+    }
+
+    #[test]
+    fn a_version_4_store_with_a_dangling_reference_is_refused_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("site.db");
+        let me = SiteId::new("edge-zone-a1").unwrap();
+        version_4_store(&path, &me, 7);
+        let err = SqliteStore::open(&path, me, 60_000).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+        let shown = err.to_string();
+        assert!(
+            shown.contains("objects a row refers to a versions row") && shown.contains("backup"),
+            "{shown}"
+        );
+        let conn = Connection::open(&path).unwrap();
+        let version: String =
+            conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, "4", "nothing was migrated");
+        assert_eq!(indexes(&path, "versions"), ["sqlite_autoindex_versions_1", "versions_by_origin"]);
     }
 }
 

@@ -5,7 +5,9 @@
 //! Measures, on real SQLite files in a temporary directory (WAL, `synchronous = FULL`):
 //! - sequential local writes of 1 KiB objects, one transaction and one fsync each: mean, p50
 //!   and p99 latency, and the bytes written per write (WAL frames and checkpoints);
-//! - applying those versions at a second store, as a link delivers them (batches of 500 read
+//! - the same number of writes from 64 threads at once, which the store commits in groups:
+//!   writes per second;
+//! - applying all those versions at a second store, as a link delivers them (batches of 500 read
 //!   with `changes_for_link`, the text sent on as stored): versions per second and
 //!   microseconds per version, fsync included once per batch.
 //!
@@ -13,12 +15,16 @@
 //! the number of writes.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use model::{Kind, ObjectKey, ObjectName, Scope, SiteId};
 use store::{LastWriteWins, LinkQuery, LocalWrite, RemoteVersion, SqliteStore, Store};
 
 const BATCH: usize = 500;
+/// Threads writing at once in the group-commit measure, as many as the federation benchmark's
+/// concurrent clients.
+const THREADS: usize = 64;
 const SPEC_BYTES: usize = 1024;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -38,6 +44,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let sequential = started.elapsed();
     let written = bytes_written().saturating_sub(written_before);
+
+    // The same number of writes again from many threads at once: the store commits the writes
+    // waiting together in one transaction (group commit).
+    let next = AtomicUsize::new(0);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..THREADS {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= writes {
+                        break;
+                    }
+                    source.write(write(writes + i)).expect("a concurrent write commits");
+                }
+            });
+        }
+    });
+    let concurrent = started.elapsed();
     latencies.sort();
 
     let receiver = SqliteStore::open(&dir.path().join("edge.db"), SiteId::new("edge-zone-a1")?, 60_000)?;
@@ -60,7 +85,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         applying += t.elapsed();
         applied += report.applied;
     }
-    assert_eq!(applied, writes, "every version applied once");
+    assert_eq!(applied, 2 * writes, "every version applied once");
 
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let us_per = |d: Duration, n: usize| d.as_secs_f64() * 1e6 / n.max(1) as f64;
@@ -72,6 +97,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("| sequential write p50 (ms) | {:.3} |", ms(pct(50)));
     println!("| sequential write p99 (ms) | {:.3} |", ms(pct(99)));
     println!("| bytes written per write (WAL and checkpoints) | {:.0} |", written as f64 / writes as f64);
+    println!("| {THREADS} threads writing: writes/s | {:.0} |", writes as f64 / concurrent.as_secs_f64());
     println!("| link read (µs per version) | {:.1} |", us_per(reading, applied));
     println!("| apply (µs per version, batches of {BATCH}) | {:.1} |", us_per(applying, applied));
     println!("| apply (versions/s) | {:.0} |", applied as f64 / applying.as_secs_f64());

@@ -239,12 +239,17 @@ CREATE TABLE nodes (
 ";
 
 const SCHEMA_V5: &str = "
--- Fewer b-trees to update for every accepted version. `versions` had two indexes over the same
--- six columns (its UNIQUE constraint and `versions_by_origin`): the index becomes the unique
--- one. Nothing looks `objects` up by `version_id`, so its UNIQUE index goes. Both tables are
--- rebuilt (SQLite cannot drop a constraint's index), with foreign keys off while it runs.
+-- Fewer b-trees to update for every accepted version. The change log was a table of its own,
+-- one row per version with its own index on `version_id`: it becomes columns of `versions`, and
+-- a version's row id is its sequence number in the log (the order this site accepted it; never
+-- reused, so a peer's cursor stays valid). Old versions take their change's sequence number, so
+-- link cursors carry over. `versions` had two indexes over the same six columns (its UNIQUE
+-- constraint and `versions_by_origin`): the index becomes the unique one. Nothing looks
+-- `objects` up by `version_id`, so its UNIQUE index goes. The tables are rebuilt (SQLite cannot
+-- drop a constraint's index) with foreign keys off; they are checked before the migration
+-- commits.
 CREATE TABLE versions_v5 (
-    id           INTEGER PRIMARY KEY,
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
     kind         TEXT NOT NULL,
     scope        TEXT NOT NULL,
     name         TEXT NOT NULL,
@@ -256,18 +261,22 @@ CREATE TABLE versions_v5 (
     content_hash TEXT NOT NULL,
     deleted      INTEGER NOT NULL CHECK (deleted IN (0, 1)),
     labels       TEXT NOT NULL,
-    spec         TEXT NOT NULL
+    spec         TEXT NOT NULL,
+    -- The neighbour it was received from; NULL for a local write.
+    from_site    TEXT,
+    -- When this site accepted it (ms since the epoch), and the size of its content (labels
+    -- JSON + spec text, in bytes), so sync debt is one cheap query.
+    recorded_ms  INTEGER NOT NULL,
+    bytes        INTEGER NOT NULL
 ) STRICT;
 INSERT INTO versions_v5 (id, kind, scope, name, hlc_wall, hlc_logical, origin, vv, author, content_hash,
-                         deleted, labels, spec)
-    SELECT id, kind, scope, name, hlc_wall, hlc_logical, origin, vv, author, content_hash, deleted,
-           labels, spec
-    FROM versions;
-DROP TABLE versions;
-ALTER TABLE versions_v5 RENAME TO versions;
--- One version per (object, timestamp, origin); also finds whether a later version of an object
--- from the same origin is held.
-CREATE UNIQUE INDEX versions_by_origin ON versions (kind, scope, name, origin, hlc_wall, hlc_logical);
+                         deleted, labels, spec, from_site, recorded_ms, bytes)
+    SELECT c.seq, v.kind, v.scope, v.name, v.hlc_wall, v.hlc_logical, v.origin, v.vv, v.author,
+           v.content_hash, v.deleted, v.labels, v.spec, c.from_site, c.recorded_ms, c.bytes
+    FROM changes c JOIN versions v ON v.id = c.version_id;
+-- The log's next number follows the highest it ever gave out.
+UPDATE sqlite_sequence SET seq = MAX(seq, COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0))
+    WHERE name = 'versions_v5';
 
 CREATE TABLE objects_v5 (
     kind            TEXT NOT NULL,
@@ -280,9 +289,17 @@ CREATE TABLE objects_v5 (
     PRIMARY KEY (kind, scope, name)
 ) STRICT, WITHOUT ROWID;
 INSERT INTO objects_v5 (kind, scope, name, version_id, created_wall, created_logical, context)
-    SELECT kind, scope, name, version_id, created_wall, created_logical, context FROM objects;
+    SELECT o.kind, o.scope, o.name, c.seq, o.created_wall, o.created_logical, o.context
+    FROM objects o JOIN changes c ON c.version_id = o.version_id;
+
 DROP TABLE objects;
+DROP TABLE changes;
+DROP TABLE versions;
+ALTER TABLE versions_v5 RENAME TO versions;
 ALTER TABLE objects_v5 RENAME TO objects;
+-- One version per (object, timestamp, origin); also finds whether a later version of an object
+-- from the same origin is held.
+CREATE UNIQUE INDEX versions_by_origin ON versions (kind, scope, name, origin, hlc_wall, hlc_logical);
 ";
 
 const NODE_COLUMNS: &str =
@@ -531,9 +548,9 @@ impl SqliteStore {
         let stamped = stamp(&self.site, write, current.as_ref(), clock, hash);
         let object = &stamped.object;
         let (key, version) = (&object.key, &object.version);
-        let version_row = insert_version(conn, key, version, &content)?;
+        let version_row = insert_version(conn, key, version, &content, None, accepted_ms)?;
         upsert_object(conn, key, version_row, object.created, &object.context)?;
-        let seq = insert_change(conn, version_row, None, accepted_ms, content.bytes())?;
+        let seq = to_u64("versions", "just inserted", "id", version_row)?;
         insert_audit(conn, &stamped.audit)?;
         insert_event(conn, &conflicts::version_event(key, version, None, true, accepted_ms))?;
         // The new version dominates everything the site holds, so it resolves every open
@@ -687,12 +704,46 @@ fn migrate_in_transaction(
         info!(path = %path.display(), site = %site, "created store");
         0
     };
+    if from > 0 && from < target {
+        check_before_migrating(&tx, from)?;
+    }
     for (n, migration) in MIGRATIONS.iter().enumerate().take(target as usize).skip(from as usize) {
         tx.execute_batch(migration)?;
         let to = n + 1;
         tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [to.to_string()])?;
         info!(path = %path.display(), schema_version = to, "migrated store schema");
     }
+    check_references(&tx)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// What a migration relies on in an existing file: every reference resolves, and (before the
+/// change log joined `versions`) each version has exactly one change-log entry. A file that
+/// fails is refused and left as it was.
+fn check_before_migrating(tx: &Connection, from: u32) -> Result<(), Migration> {
+    check_references(tx)?;
+    if from < 5 {
+        let (versions, logged): (i64, i64) = tx.query_row(
+            "SELECT (SELECT COUNT(*) FROM versions), \
+                    (SELECT COUNT(DISTINCT c.version_id) FROM changes c JOIN versions v ON v.id = c.version_id)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let entries: i64 = tx.query_row("SELECT COUNT(*) FROM changes", [], |r| r.get(0))?;
+        if versions != logged || entries != logged {
+            return Err(Migration::Refused(StoreError::Corrupt(format!(
+                "the store holds {versions} versions and {entries} change-log entries for {logged} of \
+                 them, where each version has exactly one, so it cannot be migrated; restore the \
+                 site's data directory from a backup"
+            ))));
+        }
+    }
+    Ok(())
+}
+
+/// Fails on the first row whose foreign key refers to a row that does not exist.
+fn check_references(tx: &Connection) -> Result<(), Migration> {
     let dangling: Option<(String, Option<i64>, String)> = tx
         .query_row("SELECT \"table\", rowid, parent FROM pragma_foreign_key_check", [], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -705,7 +756,6 @@ fn migrate_in_transaction(
              migrated; restore the site's data directory from a backup"
         ))));
     }
-    tx.commit()?;
     Ok(())
 }
 
@@ -1058,18 +1108,22 @@ impl<'a> Content<'a> {
     }
 }
 
-/// Appends a version to the history and returns its row id.
+/// Appends a version to the history and to the change log (received from `from_site`, or
+/// written here when `None`, accepted at `recorded_ms`) and returns its row id, which is its
+/// sequence number in the log.
 fn insert_version(
     conn: &Connection,
     key: &ObjectKey,
     version: &Version,
     content: &Content,
+    from_site: Option<&SiteId>,
+    recorded_ms: u64,
 ) -> Result<i64, StoreError> {
     let context = "inserting a version";
     conn.prepare_cached(
         "INSERT INTO versions (kind, scope, name, hlc_wall, hlc_logical, origin, vv, author, \
-         content_hash, deleted, labels, spec) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+         content_hash, deleted, labels, spec, from_site, recorded_ms, bytes) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )
     .during(context)?
     .execute(params![
@@ -1085,6 +1139,9 @@ fn insert_version(
         version.deleted,
         content.labels,
         content.spec.as_ref(),
+        from_site.map(SiteId::as_str),
+        recorded_ms,
+        content.bytes(),
     ])
     .during(context)?;
     Ok(conn.last_insert_rowid())
@@ -1139,24 +1196,6 @@ fn update_context(
     Ok(())
 }
 
-/// Appends the version in row `version_row` to the change log and returns its sequence number.
-fn insert_change(
-    conn: &Connection,
-    version_row: i64,
-    from_site: Option<&SiteId>,
-    recorded_ms: u64,
-    bytes: u64,
-) -> Result<u64, StoreError> {
-    let context = "appending to the change log";
-    conn.prepare_cached(
-        "INSERT INTO changes (version_id, from_site, recorded_ms, bytes) VALUES (?1, ?2, ?3, ?4)",
-    )
-    .during(context)?
-    .execute(params![version_row, from_site.map(SiteId::as_str), recorded_ms, bytes])
-    .during(context)?;
-    to_u64("changes", "just inserted", "seq", conn.last_insert_rowid())
-}
-
 fn save_clock(conn: &Connection, clock: Hlc) -> Result<(), StoreError> {
     let context = "saving the clock";
     conn.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'clock'")
@@ -1169,11 +1208,11 @@ fn save_clock(conn: &Connection, clock: Hlc) -> Result<(), StoreError> {
 fn max_seq(conn: &Connection) -> Result<u64, StoreError> {
     let context = "reading the end of the change log";
     let seq: i64 = conn
-        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM changes")
+        .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM versions")
         .during(context)?
         .query_row([], |r| r.get(0))
         .during(context)?;
-    to_u64("changes", "with the highest seq", "seq", seq)
+    to_u64("versions", "with the highest id", "id", seq)
 }
 
 /// Whether the site holds exactly this version of the object.
@@ -1198,37 +1237,36 @@ fn holds_version(conn: &Connection, key: &ObjectKey, version: &VersionId) -> Res
     .during(context)
 }
 
-/// The query of change-log entries (with their versions), followed by `seq` and `from_site`.
+/// The query of change-log entries (versions in the order this site accepted them), followed
+/// by the sequence number and `from_site`.
 fn change_query(filter_sql: &str) -> String {
-    format!(
-        "SELECT {VERSION_COLUMNS}, c.seq, c.from_site FROM changes c JOIN versions v ON v.id = c.version_id \
-         {filter_sql}"
-    )
+    format!("SELECT {VERSION_COLUMNS}, v.from_site FROM versions v {filter_sql}")
 }
 
 /// Reads one row of [`change_query`].
-fn read_change(row: &Row<'_>) -> rusqlite::Result<(RawVersion, i64, Option<String>)> {
-    Ok((RawVersion::read(row)?, row.get(VERSION_COLUMN_COUNT)?, row.get(VERSION_COLUMN_COUNT + 1)?))
+fn read_change(row: &Row<'_>) -> rusqlite::Result<(RawVersion, Option<String>)> {
+    Ok((RawVersion::read(row)?, row.get(VERSION_COLUMN_COUNT)?))
 }
 
-fn decode_link_change(row: (RawVersion, i64, Option<String>)) -> Result<LinkChange, StoreError> {
+fn decode_link_change(row: (RawVersion, Option<String>)) -> Result<LinkChange, StoreError> {
     decode_change_with(row, RawVersion::decode_text)
 }
 
-fn decode_change(row: (RawVersion, i64, Option<String>)) -> Result<Change, StoreError> {
+fn decode_change(row: (RawVersion, Option<String>)) -> Result<Change, StoreError> {
     decode_change_with(row, RawVersion::decode)
 }
 
 /// A row of [`change_query`], its version decoded by `decode` (spec as a value or as text).
 fn decode_change_with<S>(
-    (raw, seq, from_site): (RawVersion, i64, Option<String>),
+    (raw, from_site): (RawVersion, Option<String>),
     decode: fn(RawVersion) -> Result<Decoded<S>, StoreError>,
 ) -> Result<Change<S>, StoreError> {
     let from_site =
-        from_site.map(SiteId::new).transpose().map_err(|e| corrupt("changes", seq, "from_site", e))?;
+        from_site.map(SiteId::new).transpose().map_err(|e| corrupt("versions", raw.id, "from_site", e))?;
+    let seq = raw.id;
     let d = decode(raw)?;
     Ok(Change {
-        seq: to_u64("changes", seq, "seq", seq)?,
+        seq: to_u64("versions", seq, "id", seq)?,
         key: d.key,
         version: d.version,
         labels: d.labels,
@@ -1241,7 +1279,7 @@ fn decode_change_with<S>(
 /// at most `limit` (already clamped).
 fn link_changes_sql(conditions: &str, limit: usize) -> String {
     change_query(&format!(
-        "WHERE {conditions} ORDER BY c.seq{}",
+        "WHERE {conditions} ORDER BY v.id{}",
         limit_clause(i64::try_from(limit).unwrap_or(i64::MAX))
     ))
 }
@@ -1259,7 +1297,7 @@ fn scopes_json(scopes: &BTreeSet<Scope>) -> Result<String, StoreError> {
     serde_json::to_string(scopes).map_err(encoding("scopes"))
 }
 
-/// The conditions, on `changes c JOIN versions v`, that select the changes a link carries with
+/// The conditions, on `versions v`, that select the changes a link carries with
 /// `after < seq <= through`: not from the peer, in the scopes asked, and not superseded. A
 /// version is superseded when the site holds a later version (greater timestamp) of the same
 /// object from the same origin: the origin wrote it after, with a vector covering the earlier
@@ -1267,7 +1305,7 @@ fn scopes_json(scopes: &BTreeSet<Scope>) -> Result<String, StoreError> {
 /// decide "later", so a version that arrives late (repaired by digest, or relayed on another
 /// path) never hides the newer one. The index `versions_by_origin` makes each check one seek.
 fn link_conditions(query: &LinkQuery, through: i64) -> Result<(String, Vec<SqlValue>), StoreError> {
-    let mut sql = String::from("c.seq > ? AND c.seq <= ? AND (c.from_site IS NULL OR c.from_site <> ?)");
+    let mut sql = String::from("v.id > ? AND v.id <= ? AND (v.from_site IS NULL OR v.from_site <> ?)");
     let mut args = vec![
         SqlValue::Integer(sql_position(query.after)),
         SqlValue::Integer(through),
@@ -1684,23 +1722,23 @@ impl Store for SqliteStore {
 
     fn history(&self, key: &ObjectKey) -> Result<Vec<HistoryEntry>, StoreError> {
         let sql = format!(
-            "SELECT {VERSION_COLUMNS}, c.seq FROM versions v JOIN changes c ON c.version_id = v.id \
-             WHERE v.kind = ?1 AND v.scope = ?2 AND v.name = ?3 ORDER BY c.seq"
+            "SELECT {VERSION_COLUMNS} FROM versions v \
+             WHERE v.kind = ?1 AND v.scope = ?2 AND v.name = ?3 ORDER BY v.id"
         );
         query_all(
             &self.reader(),
             "reading the history of an object",
             &sql,
             params![key.kind.as_str(), key.scope.as_str(), key.name.as_str()],
-            |row| Ok((RawVersion::read(row)?, row.get::<_, i64>(VERSION_COLUMN_COUNT)?)),
-            |(raw, seq)| {
-                let id = raw.id;
+            RawVersion::read,
+            |raw| {
+                let seq = raw.id;
                 let d = raw.decode()?;
                 Ok(HistoryEntry {
                     version: d.version,
                     labels: d.labels,
                     spec: d.spec,
-                    seq: to_u64("changes", format_args!("of version {id}"), "seq", seq)?,
+                    seq: to_u64("versions", seq, "id", seq)?,
                 })
             },
         )
@@ -1710,7 +1748,7 @@ impl Store for SqliteStore {
         query_all(
             &self.reader(),
             "reading the change log",
-            &change_query(&format!("WHERE c.seq > ?1 ORDER BY c.seq{}", limit_clause(sql_limit(limit)))),
+            &change_query(&format!("WHERE v.id > ?1 ORDER BY v.id{}", limit_clause(sql_limit(limit)))),
             params![sql_position(after)],
             read_change,
             decode_change,
@@ -1797,8 +1835,7 @@ impl Store for SqliteStore {
             };
             let placement = remote::place(current.as_ref(), &held, version, strategy, &rank);
             let content = Content::received(&remote.labels, &remote.spec);
-            let version_row = insert_version(&tx, key, version, &content)?;
-            insert_change(&tx, version_row, Some(from), now_ms, content.bytes())?;
+            let version_row = insert_version(&tx, key, version, &content, Some(from), now_ms)?;
             match placement.current {
                 Current::New => upsert_object(&tx, key, version_row, placement.created, &placement.context)?,
                 Current::Held(i) if current.as_ref().is_some_and(|c| c.version.id() != held[i].id()) => {
@@ -1887,8 +1924,7 @@ impl Store for SqliteStore {
     fn link_debt(&self, query: &LinkQuery) -> Result<Debt, StoreError> {
         let (conditions, args) = link_conditions(query, i64::MAX)?;
         let sql = format!(
-            "SELECT COUNT(*), COALESCE(SUM(c.bytes), 0), MIN(c.recorded_ms) \
-             FROM changes c JOIN versions v ON v.id = c.version_id WHERE {conditions}"
+            "SELECT COUNT(*), COALESCE(SUM(v.bytes), 0), MIN(v.recorded_ms) FROM versions v WHERE {conditions}"
         );
         let context = "counting the sync debt of a link";
         let (pending, bytes, oldest): (i64, i64, Option<i64>) = self
@@ -1898,10 +1934,10 @@ impl Store for SqliteStore {
             .query_row(rusqlite::params_from_iter(args), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .during(context)?;
         Ok(Debt {
-            pending: to_u64("changes", "of a link's debt", "COUNT(*)", pending)?,
-            pending_bytes: to_u64("changes", "of a link's debt", "bytes", bytes)?,
+            pending: to_u64("versions", "of a link's debt", "COUNT(*)", pending)?,
+            pending_bytes: to_u64("versions", "of a link's debt", "bytes", bytes)?,
             oldest_ms: oldest
-                .map(|ms| to_u64("changes", "of a link's debt", "recorded_ms", ms))
+                .map(|ms| to_u64("versions", "of a link's debt", "recorded_ms", ms))
                 .transpose()?,
         })
     }
@@ -2450,33 +2486,42 @@ mod version_3 {
     }
 }
 
-/// A store written by the build with two indexes over every version (schema version 4) opens
-/// and migrates: versions, objects and their links stay, a version is still held once, each
-/// accepted version updates fewer indexes, and foreign keys are enforced again afterwards. A
-/// file whose rows refer to a missing version is refused and left as it was.
+/// A store written by the build with a change-log table of its own (schema version 4) opens and
+/// migrates: versions keep their change-log sequence numbers (so link cursors stay valid), the
+/// object points at its current version under its new row id, a version is still held once,
+/// the log continues after the highest number it ever gave out, and foreign keys are enforced
+/// again. A file with a dangling reference, or a version without its change-log entry, is
+/// refused and left as it was.
 #[cfg(test)]
 mod version_4 {
     use super::*;
+    use crate::LinkRecord;
 
     const T0: u64 = 1_764_000_000_000;
 
-    fn version_4_store(path: &Path, me: &SiteId, objects_refer_to: i64) {
+    /// Versions 1 and 2 of `p` (the object points at `current`), logged as changes 5 and 6; the
+    /// log once reached 8 (its last entries rolled back); a link's cursor is at 5.
+    fn version_4_store(path: &Path, me: &SiteId, current: i64, extra_sql: &str) {
         let mut conn = Connection::open(path).unwrap();
         if migrate_to(&mut conn, path, me, 4).is_err() {
             panic!("creating a version 4 store");
         }
-        // Off, so the broken file of the second test can be made.
+        // Off, so the broken files of the refusal tests can be made.
         conn.pragma_update(None, "foreign_keys", false).unwrap();
         conn.execute_batch(&format!(
             r#"
             INSERT INTO versions (id, kind, scope, name, hlc_wall, hlc_logical, origin, vv, author,
                                   content_hash, deleted, labels, spec) VALUES
                 (1, 'Policy', 'global', 'p', {T0}, 0, '{me}', '{{"{me}":1}}', 'alice', 'h1', 0, '{{}}', '{{"v":1}}'),
-                (2, 'Policy', 'global', 'p', {t}, 0, '{me}', '{{"{me}":2}}', 'alice', 'h2', 0, '{{}}', '{{"v":2}}');
+                (2, 'Policy', 'global', 'p', {t}, 0, 'global-control', '{{"{me}":1,"global-control":1}}', 'bob',
+                 'h2', 0, '{{}}', '{{"v":2}}');
             INSERT INTO objects (kind, scope, name, version_id, created_wall, created_logical, context)
-                VALUES ('Policy', 'global', 'p', {objects_refer_to}, {T0}, 0, '{{"{me}":2}}');
-            INSERT INTO changes (version_id, from_site, recorded_ms, bytes)
-                VALUES (1, NULL, {T0}, 9), (2, NULL, {t}, 9);
+                VALUES ('Policy', 'global', 'p', {current}, {T0}, 0, '{{"{me}":1,"global-control":1}}');
+            INSERT INTO changes (seq, version_id, from_site, recorded_ms, bytes)
+                VALUES (5, 1, NULL, {T0}, 9), (6, 2, 'global-control', {t}, 9);
+            UPDATE sqlite_sequence SET seq = 8 WHERE name = 'changes';
+            INSERT INTO links (peer, cursor) VALUES ('region-a-control', 5);
+            {extra_sql}
             "#,
             t = T0 + 10,
         ))
@@ -2491,22 +2536,42 @@ mod version_4 {
         stmt.query_map([table], |r| r.get(0)).unwrap().collect::<rusqlite::Result<_>>().unwrap()
     }
 
+    fn schema_version(path: &Path) -> String {
+        let conn = Connection::open(path).unwrap();
+        conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).unwrap()
+    }
+
     #[test]
     fn a_version_4_store_migrates() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("site.db");
         let me = SiteId::new("edge-zone-a1").unwrap();
         let key = ObjectKey::new(Kind::Policy, Scope::new("global").unwrap(), ObjectName::new("p").unwrap());
-        version_4_store(&path, &me, 2);
+        version_4_store(&path, &me, 2, "");
         assert_eq!(indexes(&path, "versions"), ["sqlite_autoindex_versions_1", "versions_by_origin"]);
 
         let store = SqliteStore::open(&path, me.clone(), 60_000).unwrap();
+        assert_eq!(schema_version(&path), "5");
         assert_eq!(indexes(&path, "versions"), ["versions_by_origin"]);
         assert_eq!(indexes(&path, "objects"), Vec::<String>::new(), "no index beyond the key");
         let object = store.get(&key).unwrap().expect("the object stays");
         assert_eq!(object.spec, serde_json::json!({"v": 2}));
-        assert_eq!(store.history(&key).unwrap().len(), 2);
-        assert_eq!(store.changes(0, 10).unwrap().len(), 2);
+        let history: Vec<u64> = store.history(&key).unwrap().iter().map(|h| h.seq).collect();
+        assert_eq!(history, [5, 6]);
+        let log: Vec<(u64, Option<String>)> = store
+            .changes(0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.seq, c.from_site.map(|s| s.to_string())))
+            .collect();
+        assert_eq!(log, [(5, None), (6, Some("global-control".to_owned()))]);
+        let link =
+            store.link(&SiteId::new("region-a-control").unwrap()).unwrap().map(|l: LinkRecord| l.cursor);
+        assert_eq!(link, Some(5));
+        let q = LinkQuery { after: 5, peer: SiteId::new("region-a-control").unwrap(), scopes: None };
+        let pending: Vec<u64> =
+            store.changes_for_link(&q, 10).unwrap().changes.iter().map(|c| c.seq).collect();
+        assert_eq!(pending, [6], "the link resumes after its cursor");
 
         // Held once: the same version again is a duplicate, for the store and for SQLite.
         let again = RemoteVersion {
@@ -2515,40 +2580,65 @@ mod version_4 {
             labels: object.labels.clone(),
             spec: SpecText::of(&object.spec),
         };
-        let report = store
-            .apply_remote(&SiteId::new("global-control").unwrap(), &[again], T0 + 20, &crate::LastWriteWins)
-            .unwrap();
+        let from = SiteId::new("global-control").unwrap();
+        let report = store.apply_remote(&from, &[again], T0 + 20, &crate::LastWriteWins).unwrap();
         assert_eq!((report.applied, report.duplicates), (0, 1));
-        let conn = store.writer();
-        let copy = conn.execute(
-            "INSERT INTO versions (kind, scope, name, hlc_wall, hlc_logical, origin, vv, author, content_hash, \
-             deleted, labels, spec) SELECT kind, scope, name, hlc_wall, hlc_logical, origin, vv, author, \
-             content_hash, deleted, labels, spec FROM versions WHERE id = 2",
-            [],
-        );
-        assert!(copy.is_err(), "a second row for the same version is refused");
-        let dangling = conn.execute("UPDATE objects SET version_id = 99", []);
-        assert!(dangling.is_err(), "foreign keys are enforced again after the migration");
+        {
+            let conn = store.writer();
+            let copy = conn.execute(
+                "INSERT INTO versions (kind, scope, name, hlc_wall, hlc_logical, origin, vv, author, \
+                 content_hash, deleted, labels, spec, recorded_ms, bytes) SELECT kind, scope, name, hlc_wall, \
+                 hlc_logical, origin, vv, author, content_hash, deleted, labels, spec, recorded_ms, bytes \
+                 FROM versions WHERE id = 6",
+                [],
+            );
+            assert!(copy.is_err(), "a second row for the same version is refused");
+            let dangling = conn.execute("UPDATE objects SET version_id = 99", []);
+            assert!(dangling.is_err(), "foreign keys are enforced again after the migration");
+        }
+
+        // The log continues after the highest number it gave out, not after its last entry.
+        let write = store
+            .write(crate::LocalWrite {
+                key,
+                labels: BTreeMap::new(),
+                spec: serde_json::json!({"v": 3}),
+                deleted: false,
+                author: "alice".into(),
+                precondition: None,
+                now_ms: T0 + 30,
+            })
+            .unwrap();
+        assert_eq!(write.seq, 9);
+        assert_eq!(store.last_seq().unwrap(), 9);
+    }
+
+    fn assert_refused_and_kept(extra_sql: &str, current: i64, expected: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("site.db");
+        let me = SiteId::new("edge-zone-a1").unwrap();
+        version_4_store(&path, &me, current, extra_sql);
+        let err = SqliteStore::open(&path, me, 60_000).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+        let shown = err.to_string();
+        assert!(shown.contains(expected) && shown.contains("backup"), "{shown}");
+        assert_eq!(schema_version(&path), "4", "nothing was migrated");
+        assert_eq!(indexes(&path, "versions"), ["sqlite_autoindex_versions_1", "versions_by_origin"]);
     }
 
     #[test]
     fn a_version_4_store_with_a_dangling_reference_is_refused_and_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("site.db");
-        let me = SiteId::new("edge-zone-a1").unwrap();
-        version_4_store(&path, &me, 7);
-        let err = SqliteStore::open(&path, me, 60_000).unwrap_err();
-        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
-        let shown = err.to_string();
-        assert!(
-            shown.contains("objects a row refers to a versions row") && shown.contains("backup"),
-            "{shown}"
+        assert_refused_and_kept("", 7, "objects a row refers to a versions row that does not exist");
+    }
+
+    #[test]
+    fn a_version_4_store_with_a_version_missing_from_its_log_is_refused_and_kept() {
+        let unlogged = format!(
+            "INSERT INTO versions (id, kind, scope, name, hlc_wall, hlc_logical, origin, vv, author, \
+             content_hash, deleted, labels, spec) VALUES (3, 'Policy', 'global', 'q', {T0}, 0, 'edge-zone-a1', \
+             '{{}}', 'alice', 'h3', 0, '{{}}', '{{}}');"
         );
-        let conn = Connection::open(&path).unwrap();
-        let version: String =
-            conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).unwrap();
-        assert_eq!(version, "4", "nothing was migrated");
-        assert_eq!(indexes(&path, "versions"), ["sqlite_autoindex_versions_1", "versions_by_origin"]);
+        assert_refused_and_kept(&unlogged, 2, "3 versions and 2 change-log entries for 2 of them");
     }
 }
 
@@ -2620,8 +2710,7 @@ mod plans {
             let q = LinkQuery { after: 0, peer: SiteId::new("global-control").unwrap(), scopes };
             let (conditions, args) = link_conditions(&q, 100).unwrap();
             let sql = format!(
-                "EXPLAIN QUERY PLAN SELECT c.seq FROM changes c JOIN versions v ON v.id = c.version_id \
-                 WHERE {conditions} ORDER BY c.seq LIMIT 10"
+                "EXPLAIN QUERY PLAN SELECT v.id FROM versions v WHERE {conditions} ORDER BY v.id LIMIT 10"
             );
             let plan: Vec<String> = conn
                 .prepare(&sql)

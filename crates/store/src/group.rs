@@ -2,12 +2,15 @@
 //! commits everything that queued up in one transaction, so one fsync acknowledges many writes.
 //!
 //! There is no thread of its own: the first caller that finds no group committing leads one
-//! (takes at most [`MAX_GROUP`] waiting items, commits them, hands each caller its outcome); the
-//! others wait on a condition variable until their outcome is there or no group is committing.
-//! The queue holds one item per blocked caller, so it is bounded by the callers' threads.
+//! (takes at most [`MAX_GROUP`] waiting items, commits them, hands each caller its outcome). The
+//! others each wait on a slot of their own, so a commit wakes exactly the callers it answers,
+//! not every waiting thread; when callers are still queued, the leader hands the lead to the
+//! first of them, which commits the next group. Each caller receives one message: its outcome,
+//! or the lead. The queue holds one item per blocked caller, so it is bounded by the callers'
+//! threads.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 /// The most items one group commits.
 pub(crate) const MAX_GROUP: usize = 512;
@@ -17,30 +20,52 @@ pub(crate) const MAX_GROUP: usize = 512;
 #[error("the write group was abandoned while committing")]
 pub(crate) struct Abandoned;
 
-/// Items waiting to be committed together, and the outcomes not yet collected.
+/// Items waiting to be committed together.
 pub(crate) struct GroupCommit<I, O> {
     state: Mutex<State<I, O>>,
-    changed: Condvar,
 }
 
 struct State<I, O> {
-    waiting: VecDeque<(u64, I)>,
-    /// Outcomes by ticket; `None` when the item's group was abandoned.
-    done: HashMap<u64, Option<O>>,
-    next_ticket: u64,
+    waiting: VecDeque<(I, Arc<Slot<O>>)>,
     committing: bool,
 }
 
 impl<I, O> Default for GroupCommit<I, O> {
     fn default() -> Self {
-        GroupCommit {
-            state: Mutex::new(State {
-                waiting: VecDeque::new(),
-                done: HashMap::new(),
-                next_ticket: 0,
-                committing: false,
-            }),
-            changed: Condvar::new(),
+        GroupCommit { state: Mutex::new(State { waiting: VecDeque::new(), committing: false }) }
+    }
+}
+
+/// What a waiting caller is told: its item's outcome (`None` when its group was abandoned), or
+/// that it leads the next group.
+enum Message<O> {
+    Outcome(Option<O>),
+    Lead,
+}
+
+/// Where one waiting caller receives its message.
+struct Slot<O> {
+    message: Mutex<Option<Message<O>>>,
+    ready: Condvar,
+}
+
+impl<O> Slot<O> {
+    fn new() -> Self {
+        Slot { message: Mutex::new(None), ready: Condvar::new() }
+    }
+
+    fn send(&self, message: Message<O>) {
+        *self.message.lock().unwrap_or_else(PoisonError::into_inner) = Some(message);
+        self.ready.notify_one();
+    }
+
+    fn receive(&self) -> Message<O> {
+        let mut message = self.message.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(m) = message.take() {
+                return m;
+            }
+            message = self.ready.wait(message).unwrap_or_else(PoisonError::into_inner);
         }
     }
 }
@@ -50,61 +75,72 @@ impl<I, O> GroupCommit<I, O> {
     /// `commit` receives a group in arrival order and must return one outcome per item, in the
     /// same order (an item without one is [`Abandoned`]).
     pub(crate) fn submit(&self, item: I, commit: impl Fn(Vec<I>) -> Vec<O>) -> Result<O, Abandoned> {
-        let mut state = self.lock();
-        let ticket = state.next_ticket;
-        state.next_ticket += 1;
-        state.waiting.push_back((ticket, item));
-        loop {
-            if let Some(outcome) = state.done.remove(&ticket) {
-                return outcome.ok_or(Abandoned);
-            }
+        let mine = Arc::new(Slot::new());
+        {
+            let mut state = self.lock();
+            state.waiting.push_back((item, mine.clone()));
             if state.committing {
-                state = self.changed.wait(state).unwrap_or_else(PoisonError::into_inner);
-                continue;
+                drop(state);
+                match mine.receive() {
+                    Message::Outcome(outcome) => return outcome.ok_or(Abandoned),
+                    // The leader before handed over: this caller's item is first in the queue.
+                    Message::Lead => {}
+                }
+            } else {
+                // Nobody leads, so nothing else is queued: this caller's item is first.
+                state.committing = true;
             }
-            // No group is committing and ours is not done: it is waiting, so lead the next one.
-            state.committing = true;
-            let take = state.waiting.len().min(MAX_GROUP);
-            let (tickets, items): (Vec<u64>, Vec<I>) = state.waiting.drain(..take).unzip();
-            drop(state);
-            let mut leading = Leading { group: self, tickets };
-            let outcomes = commit(items);
-            let tickets = std::mem::take(&mut leading.tickets);
-            drop(leading);
-            state = self.lock();
-            let mut outcomes = outcomes.into_iter();
-            for t in tickets {
-                state.done.insert(t, outcomes.next());
-            }
-            state.committing = false;
-            self.changed.notify_all();
         }
+        let (items, slots): (Vec<I>, Vec<Arc<Slot<O>>>) = {
+            let mut state = self.lock();
+            let take = state.waiting.len().min(MAX_GROUP);
+            state.waiting.drain(..take).unzip()
+        };
+        let mut leading = Leading { group: self, slots };
+        let outcomes = commit(items);
+        let slots = std::mem::take(&mut leading.slots);
+        let mut own = None;
+        let mut outcomes = outcomes.into_iter();
+        for slot in slots {
+            let outcome = outcomes.next();
+            if Arc::ptr_eq(&slot, &mine) {
+                own = outcome;
+            } else {
+                slot.send(Message::Outcome(outcome));
+            }
+        }
+        drop(leading);
+        own.ok_or(Abandoned)
     }
 
     fn lock(&self) -> MutexGuard<'_, State<I, O>> {
         // The state is only changed outside of `commit`, by code that does not panic.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Ends a group: the first caller still queued leads the next one, or no group commits.
+    fn hand_over(&self) {
+        let mut state = self.lock();
+        match state.waiting.front() {
+            Some((_, next)) => next.send(Message::Lead),
+            None => state.committing = false,
+        }
+    }
 }
 
-/// The leader of a group while it commits: if `commit` unwinds, the group's callers are told
-/// it was abandoned and the next caller may lead.
+/// The leader of a group while it commits: when it is done, or if `commit` unwinds, the group's
+/// callers not yet answered are told it was abandoned, and the lead passes on.
 struct Leading<'a, I, O> {
     group: &'a GroupCommit<I, O>,
-    tickets: Vec<u64>,
+    slots: Vec<Arc<Slot<O>>>,
 }
 
 impl<I, O> Drop for Leading<'_, I, O> {
     fn drop(&mut self) {
-        if self.tickets.is_empty() {
-            return;
+        for slot in self.slots.drain(..) {
+            slot.send(Message::Outcome(None));
         }
-        let mut state = self.group.lock();
-        for t in self.tickets.drain(..) {
-            state.done.insert(t, None);
-        }
-        state.committing = false;
-        self.group.changed.notify_all();
+        self.group.hand_over();
     }
 }
 
@@ -139,7 +175,8 @@ mod tests {
         });
         let commits = commits.load(Ordering::Relaxed);
         assert!(commits < callers * 20, "{commits} commits for {} items: no group formed", callers * 20);
-        assert!(group.lock().done.is_empty() && group.lock().waiting.is_empty());
+        let state = group.lock();
+        assert!(state.waiting.is_empty() && !state.committing, "nothing left queued, nobody leading");
     }
 
     #[test]

@@ -6,10 +6,10 @@
 //! up and commit together in the next transaction (a refused write is refused alone, and a
 //! write that fails is rolled back and the rest run again without it), so one fsync
 //! acknowledges them all. A fixed pool of read-only connections serves reads, which WAL lets
-//! run beside the writer. Objects, versions and the change log are normalized: the `versions` table holds
-//! every version with its content, `objects` points at each object's current version (and
-//! keeps its causal context), and `changes` gives each version its sequence number, the link
-//! it came on, when it was accepted and its size (so sync debt is one query). `links` keeps the
+//! run beside the writer. The `versions` table holds every version with its content and is
+//! also the change log: a version's row id is its sequence number, and the row says which link
+//! it came on, when it was accepted and its size (so sync debt is one query). `objects` points
+//! at each object's current version (and keeps its causal context). `links` keeps the
 //! sync engine's record of each link. `conflicts` keeps the conflict records (with both sides'
 //! vectors, to tell which later version resolves one), `events` the append-only event log,
 //! `webhook_deliveries` and `webhook_cursors` what the webhook sender did, `nodes` the last
@@ -1102,7 +1102,7 @@ impl<'a> Content<'a> {
         Content { labels: model::labels_text(labels), spec: Cow::Borrowed(spec.as_str()) }
     }
 
-    /// The size of the content in bytes, as `changes.bytes` records it (and [`Debt`] sums it).
+    /// The size of the content in bytes, as `versions.bytes` records it (and [`Debt`] sums it).
     fn bytes(&self) -> u64 {
         u64::try_from(self.labels.len() + self.spec.len()).unwrap_or(u64::MAX)
     }

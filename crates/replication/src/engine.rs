@@ -43,6 +43,7 @@ use crate::codec::{self, Batch, DecodeError, Hello};
 use crate::digest;
 use crate::link::{Direction, LinkConfig, LinkState, Signal, StateInputs, evaluate};
 use crate::transport::{Transport, TransportError};
+use crate::writer::Writer;
 
 /// The content type of an encoded batch.
 pub const BATCH_CONTENT_TYPE: &str = "application/x-souverix-batch";
@@ -237,6 +238,9 @@ struct Inner {
     /// Counts the engine's commits that added events (local writes, applied batches, refusals,
     /// link states), so event streams wake on them instead of polling.
     committed: watch::Sender<u64>,
+    /// Where local writes go to be committed together; `None` with [`StoreCalls::Inline`],
+    /// where a write runs in place.
+    writer: Option<Writer>,
 }
 
 /// The sync engine of one site. Cheap to clone.
@@ -245,7 +249,7 @@ pub struct SyncEngine {
     inner: Arc<Inner>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -343,6 +347,14 @@ impl SyncEngine {
             );
         }
         let (shutdown, _) = watch::channel(false);
+        let writer = match calls {
+            StoreCalls::Blocking => {
+                Some(Writer::start(store.clone(), cfg.site.as_str()).map_err(|e| {
+                    StoreError::Corrupt(format!("cannot start the store's writer thread: {e}"))
+                })?)
+            }
+            StoreCalls::Inline => None,
+        };
         let inner = Arc::new(Inner {
             cfg,
             store,
@@ -353,6 +365,7 @@ impl SyncEngine {
             tasks: Mutex::new(Vec::new()),
             calls,
             committed: watch::channel(0).0,
+            writer,
         });
         let mut tasks = Vec::new();
         for link in inner.links.values() {
@@ -378,6 +391,9 @@ impl SyncEngine {
         let tasks = std::mem::take(&mut *lock(&self.inner.tasks));
         for task in tasks {
             let _ = task.await;
+        }
+        if let Some(writer) = &self.inner.writer {
+            writer.stop().await;
         }
     }
 
@@ -406,8 +422,14 @@ impl SyncEngine {
             self.record_refusal(&write.author, &write.key, &refusal, "").await;
             return Err(LocalWriteError::Refused(refusal));
         }
-        let committed =
-            self.inner.blocking(move |s| s.write(write)).await.map_err(LocalWriteError::Internal)??;
+        let committed = match &self.inner.writer {
+            Some(writer) => {
+                writer.write(write).await.map_err(|e| LocalWriteError::Internal(e.to_string()))??
+            }
+            None => {
+                self.inner.blocking(move |s| s.write(write)).await.map_err(LocalWriteError::Internal)??
+            }
+        };
         self.notify_change(None);
         Ok(committed)
     }

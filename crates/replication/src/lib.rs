@@ -15,6 +15,7 @@ pub mod digest;
 pub mod engine;
 pub mod link;
 pub mod transport;
+mod writer;
 
 pub use engine::{
     Ack, BATCH_CONTENT_TYPE, DigestReply, DigestRequest, EngineConfig, LinkError, LinkStatus,

@@ -1,0 +1,148 @@
+//! The site's local writes on their way to the store. A thread of its own takes every write
+//! queued, commits them together with one [`Store::write_batch`] (one transaction, one fsync)
+//! and answers each; a request waits for its answer without holding a thread of its own. Without
+//! it, each waiting write held a blocking-pool thread, and the threads took turns on the store's
+//! lock.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use store::{Committed, LocalWrite, Store, StoreError, WriteError};
+use tokio::sync::{mpsc, oneshot};
+use tracing::error;
+
+/// Writes waiting for the writer thread at most; a request beyond it waits to queue.
+const QUEUE: usize = 4_096;
+/// The most writes committed in one transaction.
+const GROUP: usize = 512;
+
+type Answer = oneshot::Sender<Result<Committed, WriteError>>;
+
+/// The queue to the writer thread, and the thread.
+pub(crate) struct Writer {
+    queue: Mutex<Option<mpsc::Sender<(LocalWrite, Answer)>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Why a write got no answer from the writer.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NotWritten {
+    #[error("the site is shutting down; retry the write once it is back")]
+    Stopped,
+    #[error("the store's writer stopped before answering; check the site's log")]
+    Lost,
+}
+
+impl Writer {
+    /// Starts the writer thread of `store`.
+    pub(crate) fn start(store: Arc<dyn Store>, site: &str) -> std::io::Result<Writer> {
+        let (queue, requests) = mpsc::channel(QUEUE);
+        let thread = std::thread::Builder::new()
+            .name(format!("{site}-writer"))
+            .spawn(move || run(store.as_ref(), requests))?;
+        Ok(Writer { queue: Mutex::new(Some(queue)), thread: Mutex::new(Some(thread)) })
+    }
+
+    /// Commits `write` with whatever else is queued, and returns its outcome once durable.
+    pub(crate) async fn write(&self, write: LocalWrite) -> Result<Result<Committed, WriteError>, NotWritten> {
+        let queue = crate::engine::lock(&self.queue).clone().ok_or(NotWritten::Stopped)?;
+        let (answer, answered) = oneshot::channel();
+        queue.send((write, answer)).await.map_err(|_| NotWritten::Stopped)?;
+        answered.await.map_err(|_| NotWritten::Lost)
+    }
+
+    /// Lets the writes already queued commit, then stops the thread; later writes are refused.
+    pub(crate) async fn stop(&self) {
+        drop(crate::engine::lock(&self.queue).take());
+        let thread = crate::engine::lock(&self.thread).take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+fn run(store: &dyn Store, mut requests: mpsc::Receiver<(LocalWrite, Answer)>) {
+    while let Some(first) = requests.blocking_recv() {
+        let mut group = vec![first];
+        while group.len() < GROUP {
+            match requests.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let (writes, answers): (Vec<LocalWrite>, Vec<Answer>) = group.into_iter().unzip();
+        let count = writes.len();
+        let outcomes = match std::panic::catch_unwind(AssertUnwindSafe(|| store.write_batch(writes))) {
+            Ok(outcomes) if outcomes.len() == count => outcomes,
+            Ok(outcomes) => {
+                let detail = format!("the store answered {} of {count} writes", outcomes.len());
+                error!(%detail, "a write group went unanswered");
+                (0..count).map(|_| Err(WriteError::Store(StoreError::Corrupt(detail.clone())))).collect()
+            }
+            Err(_) => {
+                let detail =
+                    "the store failed while committing a group of writes, which was rolled back; retry them";
+                error!(detail, "a write group panicked");
+                (0..count).map(|_| Err(WriteError::Store(StoreError::Corrupt(detail.into())))).collect()
+            }
+        };
+        for (answer, outcome) in answers.into_iter().zip(outcomes) {
+            // A request that gave up waiting is gone: its write committed all the same.
+            let _ = answer.send(outcome);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use model::{Kind, ObjectKey, ObjectName, Scope, SiteId};
+    use store::SqliteStore;
+
+    use super::*;
+
+    fn write(name: &str) -> LocalWrite {
+        LocalWrite {
+            key: ObjectKey::new(Kind::Policy, Scope::new("global").unwrap(), ObjectName::new(name).unwrap()),
+            labels: BTreeMap::new(),
+            spec: serde_json::json!({ "name": name }),
+            deleted: false,
+            author: "alice".into(),
+            precondition: None,
+            now_ms: 1_790_000_000_000,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_each_get_their_own_durable_answer_and_a_stopped_writer_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("global-control.sqlite3");
+        let site = SiteId::new("global-control").unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, site.clone(), 60_000).unwrap());
+        let writer = Arc::new(Writer::start(store.clone(), "global-control").unwrap());
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let writer = writer.clone();
+                tokio::spawn(async move { (i, writer.write(write(&format!("p-{i:02}"))).await) })
+            })
+            .collect();
+        for task in tasks {
+            let (i, answer) = task.await.unwrap();
+            let committed = answer.expect("answered").expect("written");
+            assert_eq!(
+                committed.object.key.name.as_str(),
+                format!("p-{i:02}"),
+                "each write gets its own answer"
+            );
+        }
+        writer.stop().await;
+        assert!(matches!(writer.write(write("late")).await, Err(NotWritten::Stopped)));
+        drop(store);
+
+        // Durable: a store opened again holds all 64.
+        let reopened = SqliteStore::open(&path, site, 60_000).unwrap();
+        assert_eq!(reopened.changes(0, 1_000).unwrap().len(), 64);
+    }
+}

@@ -117,35 +117,28 @@ async fn upstream_state(engine: &SyncEngine) -> (LinkState, bool) {
 async fn a_cut_during_a_round_that_then_succeeds_still_isolates_the_site() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let clock = Arc::new(ManualClock(AtomicU64::new(1_790_000_000_000)));
-    let open = |name: &str| {
-        Arc::new(SqliteStore::open(&dir.path().join(name), id(name), 60_000).expect("a store"))
-            as Arc<dyn store::Store>
-    };
     let gate = Arc::new(Gate::default());
-    let parent = SyncEngine::start_with(
-        config("global", Level::Global, None, link("edge-zone-a1", Direction::Downstream, None)),
-        open("global"),
-        clock.clone(),
-        Arc::new(GateTransport(gate.clone())),
-        StoreCalls::Blocking,
-    )
-    .await
-    .expect("the parent starts");
+    // Each site on its own SQLite file, both reaching the other through the gate.
+    let start = |cfg: EngineConfig| {
+        let store = SqliteStore::open(&dir.path().join(cfg.site.as_str()), cfg.site.clone(), 60_000);
+        let (clock, transport) = (clock.clone(), Arc::new(GateTransport(gate.clone())));
+        async move {
+            let store: Arc<dyn store::Store> = Arc::new(store.expect("a store"));
+            SyncEngine::start_with(cfg, store, clock, transport, StoreCalls::Blocking)
+                .await
+                .expect("a site starts")
+        }
+    };
+    let parent =
+        start(config("global", Level::Global, None, link("edge-zone-a1", Direction::Downstream, None))).await;
     gate.parent.set(parent.clone()).ok().expect("set once");
-    let child = SyncEngine::start_with(
-        config(
-            "edge-zone-a1",
-            Level::Local,
-            Some("global"),
-            link("global", Direction::Upstream, Some("test://global")),
-        ),
-        open("edge-zone-a1"),
-        clock.clone(),
-        Arc::new(GateTransport(gate.clone())),
-        StoreCalls::Blocking,
-    )
-    .await
-    .expect("the child starts");
+    let child = start(config(
+        "edge-zone-a1",
+        Level::Local,
+        Some("global"),
+        link("global", Direction::Upstream, Some("test://global")),
+    ))
+    .await;
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while upstream_state(&child).await.0 != LinkState::Connected {

@@ -43,7 +43,7 @@ use crate::codec::{self, Batch, DecodeError, Hello};
 use crate::digest;
 use crate::link::{Direction, LinkConfig, LinkState, Signal, StateInputs, evaluate};
 use crate::transport::{Transport, TransportError};
-use crate::writer::Writer;
+use crate::writer::{self, Writer};
 
 /// The content type of an encoded batch.
 pub const BATCH_CONTENT_TYPE: &str = "application/x-souverix-batch";
@@ -422,14 +422,10 @@ impl SyncEngine {
             self.record_refusal(&write.author, &write.key, &refusal, "").await;
             return Err(LocalWriteError::Refused(refusal));
         }
-        let committed = match &self.inner.writer {
-            Some(writer) => {
-                writer.write(write).await.map_err(|e| LocalWriteError::Internal(e.to_string()))??
-            }
-            None => {
-                self.inner.blocking(move |s| s.write(write)).await.map_err(LocalWriteError::Internal)??
-            }
-        };
+        let committed =
+            self.commit_local(vec![write]).await.map_err(LocalWriteError::Internal)?.pop().unwrap_or_else(
+                || Err(WriteError::Store(StoreError::Corrupt("a write went unanswered".into()))),
+            )?;
         self.notify_change(None);
         Ok(committed)
     }
@@ -457,20 +453,9 @@ impl SyncEngine {
             }
         }
         let count = allowed.len();
-        let written = if allowed.is_empty() {
-            Ok(Vec::new())
-        } else {
-            self.inner.blocking(move |s| s.write_batch(allowed)).await
-        };
+        let written = if allowed.is_empty() { Ok(Vec::new()) } else { self.commit_local(allowed).await };
         let mut written = match written {
-            Ok(results) if results.len() == count => results.into_iter(),
-            Ok(results) => {
-                let detail = format!("the store answered {} of {count} writes", results.len());
-                (0..count)
-                    .map(|_| Err(WriteError::Store(StoreError::Corrupt(detail.clone()))))
-                    .collect::<Vec<_>>()
-                    .into_iter()
-            }
+            Ok(results) => results.into_iter(),
             Err(e) => {
                 return outcomes
                     .into_iter()
@@ -493,6 +478,15 @@ impl SyncEngine {
                     .map_err(LocalWriteError::Write),
             })
             .collect()
+    }
+
+    /// Commits local writes that passed the authority checks, in order, one outcome each:
+    /// through the site's writer thread, or in place with [`StoreCalls::Inline`].
+    async fn commit_local(&self, writes: Vec<LocalWrite>) -> Result<writer::Outcomes, String> {
+        match &self.inner.writer {
+            Some(writer) => writer.write(writes).await.map_err(|e| e.to_string()),
+            None => self.inner.blocking(move |s| writer::write_batch(s, writes)).await,
+        }
     }
 
     /// Tells the streaming links that the change log grew; `from` is the neighbour it came

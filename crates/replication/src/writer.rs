@@ -1,8 +1,8 @@
 //! The site's local writes on their way to the store. A thread of its own takes every write
-//! queued, commits them together with one [`Store::write_batch`] (one transaction, one fsync)
-//! and answers each; a request waits for its answer without holding a thread of its own. Without
-//! it, each waiting write held a blocking-pool thread, and the threads took turns on the store's
-//! lock.
+//! queued (single writes and batch applies alike), commits them together with one
+//! [`Store::write_batch`] (one transaction, one fsync) and answers each request; a request waits
+//! for its answer without holding a thread of its own. Without it, each waiting write held a
+//! blocking-pool thread, and the threads took turns on the store's lock.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
@@ -12,20 +12,24 @@ use store::{Committed, LocalWrite, Store, StoreError, WriteError};
 use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
-/// Writes waiting for the writer thread at most; a request beyond it waits to queue.
+/// Requests waiting for the writer thread at most; a request beyond it waits to queue.
 const QUEUE: usize = 4_096;
-/// The most writes committed in one transaction.
+/// The most writes the thread gathers into one transaction (a larger batch apply is committed
+/// whole, on its own).
 const GROUP: usize = 512;
 
-type Answer = oneshot::Sender<Result<Committed, WriteError>>;
+/// The outcome of each write of a request, in order.
+pub(crate) type Outcomes = Vec<Result<Committed, WriteError>>;
+
+type Request = (Vec<LocalWrite>, oneshot::Sender<Outcomes>);
 
 /// The queue to the writer thread, and the thread.
 pub(crate) struct Writer {
-    queue: Mutex<Option<mpsc::Sender<(LocalWrite, Answer)>>>,
+    queue: Mutex<Option<mpsc::Sender<Request>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// Why a write got no answer from the writer.
+/// Why a request got no answer from the writer.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum NotWritten {
     #[error("the site is shutting down; retry the write once it is back")]
@@ -44,11 +48,12 @@ impl Writer {
         Ok(Writer { queue: Mutex::new(Some(queue)), thread: Mutex::new(Some(thread)) })
     }
 
-    /// Commits `write` with whatever else is queued, and returns its outcome once durable.
-    pub(crate) async fn write(&self, write: LocalWrite) -> Result<Result<Committed, WriteError>, NotWritten> {
+    /// Commits `writes` with whatever else is queued, and returns their outcomes, in order, once
+    /// durable.
+    pub(crate) async fn write(&self, writes: Vec<LocalWrite>) -> Result<Outcomes, NotWritten> {
         let queue = crate::engine::lock(&self.queue).clone().ok_or(NotWritten::Stopped)?;
         let (answer, answered) = oneshot::channel();
-        queue.send((write, answer)).await.map_err(|_| NotWritten::Stopped)?;
+        queue.send((writes, answer)).await.map_err(|_| NotWritten::Stopped)?;
         answered.await.map_err(|_| NotWritten::Lost)
     }
 
@@ -62,34 +67,44 @@ impl Writer {
     }
 }
 
-fn run(store: &dyn Store, mut requests: mpsc::Receiver<(LocalWrite, Answer)>) {
+/// `store.write_batch(writes)`, with exactly one outcome per write: a store that answers fewer,
+/// or panics (its transaction rolls back), fails every write of the group.
+pub(crate) fn write_batch(store: &dyn Store, writes: Vec<LocalWrite>) -> Outcomes {
+    let count = writes.len();
+    let detail = match std::panic::catch_unwind(AssertUnwindSafe(|| store.write_batch(writes))) {
+        Ok(outcomes) if outcomes.len() == count => return outcomes,
+        Ok(outcomes) => format!("the store answered {} of {count} writes", outcomes.len()),
+        Err(_) => {
+            "the store failed while committing a group of writes, which was rolled back; retry them".into()
+        }
+    };
+    error!(%detail, "a group of writes went unanswered");
+    (0..count).map(|_| Err(WriteError::Store(StoreError::Corrupt(detail.clone())))).collect()
+}
+
+fn run(store: &dyn Store, mut requests: mpsc::Receiver<Request>) {
     while let Some(first) = requests.blocking_recv() {
         let mut group = vec![first];
-        while group.len() < GROUP {
+        let mut gathered = group[0].0.len();
+        while gathered < GROUP {
             match requests.try_recv() {
-                Ok(next) => group.push(next),
+                Ok(next) => {
+                    gathered += next.0.len();
+                    group.push(next);
+                }
                 Err(_) => break,
             }
         }
-        let (writes, answers): (Vec<LocalWrite>, Vec<Answer>) = group.into_iter().unzip();
-        let count = writes.len();
-        let outcomes = match std::panic::catch_unwind(AssertUnwindSafe(|| store.write_batch(writes))) {
-            Ok(outcomes) if outcomes.len() == count => outcomes,
-            Ok(outcomes) => {
-                let detail = format!("the store answered {} of {count} writes", outcomes.len());
-                error!(%detail, "a write group went unanswered");
-                (0..count).map(|_| Err(WriteError::Store(StoreError::Corrupt(detail.clone())))).collect()
-            }
-            Err(_) => {
-                let detail =
-                    "the store failed while committing a group of writes, which was rolled back; retry them";
-                error!(detail, "a write group panicked");
-                (0..count).map(|_| Err(WriteError::Store(StoreError::Corrupt(detail.into())))).collect()
-            }
-        };
-        for (answer, outcome) in answers.into_iter().zip(outcomes) {
-            // A request that gave up waiting is gone: its write committed all the same.
-            let _ = answer.send(outcome);
+        let mut writes = Vec::with_capacity(gathered);
+        let mut answers = Vec::with_capacity(group.len());
+        for (request, answer) in group {
+            answers.push((request.len(), answer));
+            writes.extend(request);
+        }
+        let mut outcomes = write_batch(store, writes).into_iter();
+        for (count, answer) in answers {
+            // A request that gave up waiting is gone: its writes committed all the same.
+            let _ = answer.send(outcomes.by_ref().take(count).collect());
         }
     }
 }
@@ -125,12 +140,12 @@ mod tests {
         let tasks: Vec<_> = (0..64)
             .map(|i| {
                 let writer = writer.clone();
-                tokio::spawn(async move { (i, writer.write(write(&format!("p-{i:02}"))).await) })
+                tokio::spawn(async move { (i, writer.write(vec![write(&format!("p-{i:02}"))]).await) })
             })
             .collect();
         for task in tasks {
             let (i, answer) = task.await.unwrap();
-            let committed = answer.expect("answered").expect("written");
+            let committed = answer.expect("answered").pop().expect("one outcome").expect("written");
             assert_eq!(
                 committed.object.key.name.as_str(),
                 format!("p-{i:02}"),
@@ -138,7 +153,7 @@ mod tests {
             );
         }
         writer.stop().await;
-        assert!(matches!(writer.write(write("late")).await, Err(NotWritten::Stopped)));
+        assert!(matches!(writer.write(vec![write("late")]).await, Err(NotWritten::Stopped)));
         drop(store);
 
         // Durable: a store opened again holds all 64.

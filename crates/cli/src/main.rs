@@ -18,6 +18,12 @@ use clap_complete::Shell;
 
 use crate::output::Format;
 
+/// mimalloc instead of glibc's malloc: a site allocates and frees a batch's worth of versions,
+/// bodies and buffers many times a second, and glibc's malloc spent about a fifth of a fan-out's
+/// CPU on it (BENCHMARKS.md, fourth round).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The default site address for operator commands.
 const DEFAULT_SERVER: &str = "http://127.0.0.1:7400";
 

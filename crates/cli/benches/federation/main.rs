@@ -36,6 +36,10 @@ use crate::common::{free_base_port, write_figures};
 use crate::disk::Disk;
 use crate::workload::{Drain, FanOut, Paced, Resync, SETTLE, Writes};
 
+/// The sites run in this process: the same allocator as the `souverix` binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Figures {
     fan_out: FanOut,
     paced: Paced,

@@ -204,6 +204,17 @@ struct LinkRuntime {
     rounds: AtomicU64,
 }
 
+/// A batch read from a link's log and encoded, ready to send.
+struct Prepared {
+    /// The cursor and the scopes it was read for, and the hello it carries.
+    after: u64,
+    scopes: Option<BTreeSet<Scope>>,
+    hello: Hello,
+    count: usize,
+    scanned_to: u64,
+    body: Vec<u8>,
+}
+
 struct LinkMem {
     record: LinkRecord,
     down_since_ms: Option<u64>,
@@ -1004,21 +1015,33 @@ impl Inner {
     }
 
     /// One round on a link: drain the log in batches, then a digest exchange if one is due.
-    async fn round(&self, link: &LinkRuntime) -> Result<(), String> {
+    ///
+    /// While a full batch is on the wire, the next one is read and encoded on the blocking pool,
+    /// on the guess that the peer acknowledges the whole batch: the sender's work then overlaps
+    /// the peer's apply instead of waiting for it. The guess is used only if the cursor and the
+    /// scopes after the acknowledgement are the ones it was read for; otherwise it is dropped
+    /// and the batch read again. With [`StoreCalls::Inline`] (one thread) nothing runs ahead.
+    async fn round(self: &Arc<Self>, link: &Arc<LinkRuntime>) -> Result<(), String> {
         let Some(url) = link.cfg.url.as_deref() else { return Ok(()) };
+        let limit = link.cfg.batch_size;
+        let mut ahead: Option<JoinHandle<Result<Prepared, String>>> = None;
         for _ in 0..MAX_BATCHES_PER_ROUND {
             // Each lock is taken and released in its own statement: `link_scopes` locks too.
             let scopes = self.link_scopes(link);
-            let query_scopes = scopes.clone();
             let after = lock(&link.mem).record.cursor;
-            let query = LinkQuery { after, peer: link.cfg.peer.clone(), scopes };
-            let limit = link.cfg.batch_size;
-            let batch = self
-                .blocking(move |s| s.changes_for_link(&query, limit))
-                .await?
-                .map_err(|e| format!("reading the change log failed: {e}"))?;
-            let count = batch.changes.len();
-            let versions: Vec<RemoteVersion> = batch.changes.into_iter().map(RemoteVersion::from).collect();
+            let guessed = match ahead.take() {
+                Some(task) => task.await.map_err(|e| format!("reading ahead on the link failed: {e}"))?.ok(),
+                None => None,
+            };
+            let batch = match guessed {
+                Some(p) if p.after == after && p.scopes == scopes && p.hello == self.hello_for(link) => p,
+                _ => self.prepare(link, after, scopes.clone()).await?,
+            };
+            if batch.count == limit && self.calls == StoreCalls::Blocking {
+                let (inner, link, scopes) = (self.clone(), link.clone(), scopes.clone());
+                let next = batch.scanned_to;
+                ahead = Some(tokio::spawn(async move { inner.prepare(&link, next, scopes).await }));
+            }
             #[cfg(feature = "broken-cursor-before-ack")]
             {
                 // Deliberately wrong, to show the simulator catches it: the cursor moves (durably)
@@ -1033,8 +1056,8 @@ impl Inner {
                     .await?
                     .map_err(|e| format!("saving the link cursor failed: {e}"))?;
             }
-            let ack = self.send(link, url, batch.scanned_to, false, versions).await?;
-            if self.link_scopes(link) != query_scopes {
+            let ack = self.post_batch(link, url, batch.body).await?;
+            if self.link_scopes(link) != scopes {
                 // The acknowledgement taught new scopes of the peer: the changes this batch
                 // skipped may now be due, so the cursor stays (`learn` moved it back).
                 continue;
@@ -1043,13 +1066,13 @@ impl Inner {
                 let mut mem = lock(&link.mem);
                 mem.record.cursor = mem.record.cursor.max(ack.ack);
                 mem.record.last_sync_ms = Some(self.clock.now_ms());
-                mem.sent_versions += count as u64;
+                mem.sent_versions += batch.count as u64;
                 mem.record.clone()
             };
             self.blocking(move |s| s.save_link(&record))
                 .await?
                 .map_err(|e| format!("saving the link cursor failed: {e}"))?;
-            if count < limit {
+            if batch.count < limit {
                 break;
             }
         }
@@ -1062,6 +1085,33 @@ impl Inner {
             lock(&link.mem).last_digest_ms = self.clock.now_ms();
         }
         Ok(())
+    }
+
+    /// Reads the link's next batch from the log after `after` and encodes it.
+    async fn prepare(
+        &self,
+        link: &LinkRuntime,
+        after: u64,
+        scopes: Option<BTreeSet<Scope>>,
+    ) -> Result<Prepared, String> {
+        let hello = self.hello_for(link);
+        let (from, to) = (self.cfg.site.clone(), link.cfg.peer.clone());
+        let query = LinkQuery { after, peer: to.clone(), scopes: scopes.clone() };
+        let limit = link.cfg.batch_size;
+        let sent_hello = hello.clone();
+        let (count, scanned_to, body) = self
+            .blocking(move |s| {
+                let batch = s.changes_for_link(&query, limit)?;
+                let count = batch.changes.len();
+                let versions = batch.changes.into_iter().map(RemoteVersion::from).collect();
+                let up_to = batch.scanned_to;
+                let body =
+                    codec::encode(&Batch { from, to, hello: sent_hello, up_to, repair: false, versions });
+                Ok::<_, StoreError>((count, up_to, body))
+            })
+            .await?
+            .map_err(|e| format!("reading the change log failed: {e}"))?;
+        Ok(Prepared { after, scopes, hello, count, scanned_to, body })
     }
 
     async fn send(
@@ -1080,7 +1130,11 @@ impl Inner {
             repair,
             versions,
         };
-        let body = codec::encode(&batch);
+        self.post_batch(link, url, codec::encode(&batch)).await
+    }
+
+    /// Sends an encoded batch and checks the acknowledgement.
+    async fn post_batch(&self, link: &LinkRuntime, url: &str, body: Vec<u8>) -> Result<Ack, String> {
         let size = body.len() as u64;
         let reply =
             self.transport.post(url, "/v1/sync/batch", BATCH_CONTENT_TYPE, body).await.map_err(describe)?;

@@ -2,111 +2,15 @@
 //! down, and becomes isolated after the threshold, even when a round that started before the
 //! cut finishes well.
 
+mod common;
+
 use std::sync::Arc;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use model::{Autonomy, Clock, Level, Scope, SiteCard, SiteId, Strategy};
-use replication::backoff::Backoff;
-use replication::transport::Reply;
-use replication::{
-    Direction, EngineConfig, LinkConfig, LinkState, Signal, StoreCalls, SyncEngine, Transport, TransportError,
-};
-use store::SqliteStore;
-use tokio::sync::Notify;
-
-const ISOLATION_AFTER: Duration = Duration::from_secs(30);
-
-struct ManualClock(AtomicU64);
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-/// Hands the child's requests to the parent's engine; while `hold` is set, the next request
-/// waits at the gate until released.
-#[derive(Default)]
-struct Gate {
-    parent: OnceLock<SyncEngine>,
-    hold: AtomicBool,
-    entered: Notify,
-    release: Notify,
-}
-
-impl Gate {
-    async fn exchange(&self, path: &str, body: Vec<u8>) -> Result<Vec<u8>, TransportError> {
-        if self.hold.swap(false, Ordering::SeqCst) {
-            self.entered.notify_one();
-            self.release.notified().await;
-        }
-        let parent = self.parent.get().ok_or_else(|| TransportError::Unreachable("no parent yet".into()))?;
-        let refused =
-            |e: &dyn std::fmt::Display| TransportError::Refused { status: 500, detail: e.to_string() };
-        match path {
-            "/v1/sync/batch" => {
-                let ack = parent.receive(&body).await.map_err(|e| refused(&e))?;
-                serde_json::to_vec(&ack).map_err(|e| refused(&e))
-            }
-            "/v1/sync/digest" => {
-                let request = serde_json::from_slice(&body).map_err(|e| refused(&e))?;
-                let reply = parent.digest(request).await.map_err(|e| refused(&e))?;
-                serde_json::to_vec(&reply).map_err(|e| refused(&e))
-            }
-            other => Err(refused(&format!("nothing at {other}"))),
-        }
-    }
-}
-
-struct GateTransport(Arc<Gate>);
-
-impl Transport for GateTransport {
-    fn post<'a>(&'a self, _: &'a str, path: &'a str, _: &'static str, body: Vec<u8>) -> Reply<'a> {
-        Box::pin(self.0.exchange(path, body))
-    }
-}
-
-fn id(s: &str) -> SiteId {
-    SiteId::new(s).expect("a site id")
-}
-
-fn config(site: &str, level: Level, parent: Option<&str>, link: LinkConfig) -> EngineConfig {
-    let card = SiteCard {
-        id: id(site),
-        scope: Scope::new(site).expect("a scope"),
-        parent: parent.map(id),
-        level,
-        autonomy: Autonomy::Full,
-        can_operate_isolated: true,
-        can_modify_policies: true,
-        can_deploy_versions: true,
-        strategy: Strategy::LastWriteWins,
-    };
-    EngineConfig {
-        site: card.id.clone(),
-        scope: card.scope.clone(),
-        level,
-        isolation_after: ISOLATION_AFTER,
-        links: vec![link],
-        backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(1)),
-        card,
-        audit_conflicts: false,
-    }
-}
-
-fn link(peer: &str, direction: Direction, url: Option<&str>) -> LinkConfig {
-    LinkConfig {
-        peer: id(peer),
-        url: url.map(str::to_owned),
-        direction,
-        // One round at start, then only when asked: the test decides when rounds run.
-        mode: config::SyncMode::Push,
-        frequency: Duration::from_secs(3600),
-        batch_size: 100,
-    }
-}
+use common::{Gate, ISOLATION_AFTER, ManualClock, config, id, link, start};
+use model::Level;
+use replication::{Direction, LinkState, Signal, SyncEngine};
 
 async fn upstream_state(engine: &SyncEngine) -> (LinkState, bool) {
     let status = engine.status().await;
@@ -119,25 +23,25 @@ async fn a_cut_during_a_round_that_then_succeeds_still_isolates_the_site() {
     let clock = Arc::new(ManualClock(AtomicU64::new(1_790_000_000_000)));
     let gate = Arc::new(Gate::default());
     // Each site on its own SQLite file, both reaching the other through the gate.
-    let start = |cfg: EngineConfig| {
-        let store = SqliteStore::open(&dir.path().join(cfg.site.as_str()), cfg.site.clone(), 60_000);
-        let (clock, transport) = (clock.clone(), Arc::new(GateTransport(gate.clone())));
-        async move {
-            let store: Arc<dyn store::Store> = Arc::new(store.expect("a store"));
-            SyncEngine::start_with(cfg, store, clock, transport, StoreCalls::Blocking)
-                .await
-                .expect("a site starts")
-        }
-    };
-    let parent =
-        start(config("global", Level::Global, None, link("edge-zone-a1", Direction::Downstream, None))).await;
+    let (parent, _) = start(
+        dir.path(),
+        &clock,
+        &gate,
+        config("global", Level::Global, None, link("edge-zone-a1", Direction::Downstream, None)),
+    )
+    .await;
     gate.parent.set(parent.clone()).ok().expect("set once");
-    let child = start(config(
-        "edge-zone-a1",
-        Level::Local,
-        Some("global"),
-        link("global", Direction::Upstream, Some("test://global")),
-    ))
+    let (child, _) = start(
+        dir.path(),
+        &clock,
+        &gate,
+        config(
+            "edge-zone-a1",
+            Level::Local,
+            Some("global"),
+            link("global", Direction::Upstream, Some("test://global")),
+        ),
+    )
     .await;
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

@@ -1,0 +1,126 @@
+//! What the engine tests share: two sites on real SQLite files that reach each other through an
+//! in-process gate instead of HTTP, and a clock the test moves by hand.
+
+// Each test binary uses its own part of these helpers.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use model::{Autonomy, Clock, Level, Scope, SiteCard, SiteId, Strategy};
+use replication::backoff::Backoff;
+use replication::transport::Reply;
+use replication::{Direction, EngineConfig, LinkConfig, StoreCalls, SyncEngine, Transport, TransportError};
+use store::SqliteStore;
+use tokio::sync::Notify;
+
+pub const ISOLATION_AFTER: Duration = Duration::from_secs(30);
+
+pub struct ManualClock(pub AtomicU64);
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Hands the child's requests to the parent's engine; while `hold` is set, the next request
+/// waits at the gate until released.
+#[derive(Default)]
+pub struct Gate {
+    pub parent: OnceLock<SyncEngine>,
+    pub hold: AtomicBool,
+    pub entered: Notify,
+    pub release: Notify,
+}
+
+impl Gate {
+    async fn exchange(&self, path: &str, body: Vec<u8>) -> Result<Vec<u8>, TransportError> {
+        if self.hold.swap(false, Ordering::SeqCst) {
+            self.entered.notify_one();
+            self.release.notified().await;
+        }
+        let parent = self.parent.get().ok_or_else(|| TransportError::Unreachable("no parent yet".into()))?;
+        let refused =
+            |e: &dyn std::fmt::Display| TransportError::Refused { status: 500, detail: e.to_string() };
+        match path {
+            "/v1/sync/batch" => {
+                let ack = parent.receive(&body).await.map_err(|e| refused(&e))?;
+                serde_json::to_vec(&ack).map_err(|e| refused(&e))
+            }
+            "/v1/sync/digest" => {
+                let request = serde_json::from_slice(&body).map_err(|e| refused(&e))?;
+                let reply = parent.digest(request).await.map_err(|e| refused(&e))?;
+                serde_json::to_vec(&reply).map_err(|e| refused(&e))
+            }
+            other => Err(refused(&format!("nothing at {other}"))),
+        }
+    }
+}
+
+pub struct GateTransport(Arc<Gate>);
+
+impl Transport for GateTransport {
+    fn post<'a>(&'a self, _: &'a str, path: &'a str, _: &'static str, body: Vec<u8>) -> Reply<'a> {
+        Box::pin(self.0.exchange(path, body))
+    }
+}
+
+pub fn id(s: &str) -> SiteId {
+    SiteId::new(s).expect("a site id")
+}
+
+pub fn config(site: &str, level: Level, parent: Option<&str>, link: LinkConfig) -> EngineConfig {
+    let card = SiteCard {
+        id: id(site),
+        scope: Scope::new(site).expect("a scope"),
+        parent: parent.map(id),
+        level,
+        autonomy: Autonomy::Full,
+        can_operate_isolated: true,
+        can_modify_policies: true,
+        can_deploy_versions: true,
+        strategy: Strategy::LastWriteWins,
+    };
+    EngineConfig {
+        site: card.id.clone(),
+        scope: card.scope.clone(),
+        level,
+        isolation_after: ISOLATION_AFTER,
+        links: vec![link],
+        backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(1)),
+        card,
+        audit_conflicts: false,
+    }
+}
+
+pub fn link(peer: &str, direction: Direction, url: Option<&str>) -> LinkConfig {
+    LinkConfig {
+        peer: id(peer),
+        url: url.map(str::to_owned),
+        direction,
+        // One round at start, then only when asked: the test decides when rounds run.
+        mode: config::SyncMode::Push,
+        frequency: Duration::from_secs(3600),
+        batch_size: 100,
+    }
+}
+
+/// Opens a site's SQLite file under `dir` and starts its engine, reaching its peer through `gate`.
+pub async fn start(
+    dir: &Path,
+    clock: &Arc<ManualClock>,
+    gate: &Arc<Gate>,
+    cfg: EngineConfig,
+) -> (SyncEngine, Arc<SqliteStore>) {
+    let store =
+        Arc::new(SqliteStore::open(&dir.join(cfg.site.as_str()), cfg.site.clone(), 60_000).expect("a store"));
+    let transport = Arc::new(GateTransport(gate.clone()));
+    let engine = SyncEngine::start_with(cfg, store.clone(), clock.clone(), transport, StoreCalls::Blocking)
+        .await
+        .expect("a site starts");
+    (engine, store)
+}

@@ -1817,7 +1817,17 @@ impl Store for SqliteStore {
         for remote in versions {
             let (key, version) = (&remote.key, &remote.version);
             let id = version.id();
-            if holds_version(&tx, key, &id)? {
+            let current = query_current(&tx, key)?;
+            // Every version is stored with its object's row, so an object without a row has no
+            // version here: only a known object needs the history looked up.
+            let held = match &current {
+                None => false,
+                Some(c) => {
+                    (c.version.hlc == version.hlc && c.version.origin == version.origin)
+                        || holds_version(&tx, key, &id)?
+                }
+            };
+            if held {
                 report.duplicates += 1;
                 continue;
             }
@@ -1825,7 +1835,6 @@ impl Store for SqliteStore {
             clock.observe(version.hlc, now_ms).map_err(|error| {
                 ApplyError::ClockSkew(Box::new(SkewRefusal { key: key.clone(), version: id.clone(), error }))
             })?;
-            let current = query_current(&tx, key)?;
             let strategy = policy.strategy(key);
             // Only a version that does not follow everything held needs the object's history.
             let (rows, held) = if remote::supersedes_all(current.as_ref(), version) {

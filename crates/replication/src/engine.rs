@@ -1025,6 +1025,7 @@ impl Inner {
         let Some(url) = link.cfg.url.as_deref() else { return Ok(()) };
         let limit = link.cfg.batch_size;
         let mut ahead: Option<JoinHandle<Result<Prepared, String>>> = None;
+        let mut sent = 0;
         for _ in 0..MAX_BATCHES_PER_ROUND {
             // Each lock is taken and released in its own statement: `link_scopes` locks too.
             let scopes = self.link_scopes(link);
@@ -1069,6 +1070,7 @@ impl Inner {
                 mem.sent_versions += batch.count as u64;
                 mem.record.clone()
             };
+            sent += batch.count;
             self.blocking(move |s| s.save_link(&record))
                 .await?
                 .map_err(|e| format!("saving the link cursor failed: {e}"))?;
@@ -1076,9 +1078,15 @@ impl Inner {
                 break;
             }
         }
+        // The digest exchange compares what both ends hold. While changes are streaming, the peer
+        // lacks the ones in flight, and the exchange would send them again as repairs and hold
+        // up the stream behind it: it waits for a round with nothing to send, at most one more
+        // period (`sync now` asks for it at once).
         let due = {
             let mem = lock(&link.mem);
-            self.clock.now_ms().saturating_sub(mem.last_digest_ms) >= ms(link.cfg.frequency)
+            let since = self.clock.now_ms().saturating_sub(mem.last_digest_ms);
+            let period = ms(link.cfg.frequency);
+            since >= period && (sent == 0 || since >= period.saturating_mul(2))
         };
         if due {
             self.anti_entropy(link, url).await?;

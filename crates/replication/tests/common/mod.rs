@@ -6,8 +6,8 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use model::{Autonomy, Clock, Level, Scope, SiteCard, SiteId, Strategy};
@@ -35,6 +35,9 @@ pub struct Gate {
     pub hold: AtomicBool,
     pub entered: Notify,
     pub release: Notify,
+    /// Every request that went through, in order: its path, and for a batch how many versions
+    /// it carried.
+    pub log: Mutex<Vec<(String, usize)>>,
 }
 
 impl Gate {
@@ -43,6 +46,8 @@ impl Gate {
             self.entered.notify_one();
             self.release.notified().await;
         }
+        let versions = replication::codec::decode(&body).map_or(0, |b| b.versions.len());
+        self.log.lock().expect("the log").push((path.to_owned(), versions));
         let parent = self.parent.get().ok_or_else(|| TransportError::Unreachable("no parent yet".into()))?;
         let refused =
             |e: &dyn std::fmt::Display| TransportError::Refused { status: 500, detail: e.to_string() };

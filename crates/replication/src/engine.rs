@@ -1317,11 +1317,18 @@ impl Inner {
                 Err(ApplyError::Store(e)) => return Err(ReceiveError::Store(e)),
             }
         };
-        {
+        let backing_off = {
             let mut mem = lock(&link.mem);
             mem.record.last_sync_ms = Some(now);
             mem.received_versions += report.applied as u64;
             mem.ever_reached = true;
+            mem.failures > 0
+        };
+        if backing_off {
+            // The peer reaches this site, so the link works again: this site's sender to it
+            // retries now instead of at the end of its backoff (a link restored at both ends
+            // a moment apart, say, where the first batch met the still-cut end).
+            link.wake.notify_one();
         }
         if report.applied > 0 {
             debug!(peer = %batch.from, applied = report.applied, duplicates = report.duplicates, "applied a batch");

@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{Gate, ManualClock, config, id, link, start};
+use common::{CHILD_URL, Gate, ManualClock, config, id, link, start};
 use model::{Kind, Level, ObjectKey, ObjectName, Scope};
+use replication::LinkState;
+use replication::backoff::Backoff;
 use replication::{Direction, Signal, SyncEngine};
 use store::{ListFilter, LocalWrite, SqliteStore, Store};
 
@@ -167,6 +169,75 @@ async fn the_digest_exchange_waits_for_a_round_with_nothing_to_send() {
         "the drain's round ends with its empty batch and no exchange; the quiet round sends an empty batch, then exchanges digests: {log:?}"
     );
     assert_eq!(child.status().await.links[0].repaired_versions, 0, "nothing was in flight to repair");
+
+    child.shutdown().await;
+    parent.shutdown().await;
+}
+
+/// Waits (bounded) until `engine`'s only link is connected.
+async fn connected(engine: &SyncEngine) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = engine.status().await;
+        if status.links[0].state == LinkState::Connected {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the link never came up: {:?}", status.links[0]);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_backing_off_resumes_as_soon_as_its_peer_reaches_it() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let clock = Arc::new(ManualClock(AtomicU64::new(1_790_000_000_000)));
+    let gate = Arc::new(Gate::default());
+    // Links in both directions this time: the parent sends to the child too.
+    let (parent, parent_store) = start(
+        dir.path(),
+        &clock,
+        &gate,
+        config("global", Level::Global, None, link("edge-zone-a1", Direction::Downstream, Some(CHILD_URL))),
+    )
+    .await;
+    gate.parent.set(parent.clone()).ok().expect("set once");
+    let mut child_config = config(
+        "edge-zone-a1",
+        Level::Local,
+        Some("global"),
+        link("global", Direction::Upstream, Some("test://global")),
+    );
+    // After a failed round the child would wait up to ten minutes before trying again.
+    child_config.backoff = Backoff::new(Duration::from_secs(600), Duration::from_secs(600));
+    let (child, _) = start(dir.path(), &clock, &gate, child_config).await;
+    gate.child.set(child.clone()).ok().expect("set once");
+    parent.sync_now().await;
+    connected(&parent).await;
+    connected(&child).await;
+
+    // The link is restored at the child's end first: its batch meets the parent's end still cut,
+    // is refused, and the child's sender backs off.
+    parent.signal(&id("edge-zone-a1"), Signal::Down).await.expect("the link takes the signal");
+    write_range(&child, &clock, 0..10).await;
+    child.signal(&id("global"), Signal::Up).await.expect("the link takes the signal");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while child.status().await.links[0].consecutive_failures == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the child's batch was never refused");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // The parent's end comes back; its own round reaches the child, which retries at once.
+    parent.signal(&id("edge-zone-a1"), Signal::Up).await.expect("the link takes the signal");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while held(&parent_store) < 10 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the child still waits out its backoff: {:?}",
+            child.status().await.links[0]
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(child.status().await.links[0].consecutive_failures, 0);
 
     child.shutdown().await;
     parent.shutdown().await;

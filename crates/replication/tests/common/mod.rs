@@ -17,6 +17,9 @@ use replication::{Direction, EngineConfig, LinkConfig, StoreCalls, SyncEngine, T
 use store::SqliteStore;
 use tokio::sync::Notify;
 
+/// The address that [`Gate`] hands to its `child`.
+pub const CHILD_URL: &str = "test://child";
+
 pub const ISOLATION_AFTER: Duration = Duration::from_secs(30);
 
 pub struct ManualClock(pub AtomicU64);
@@ -27,11 +30,13 @@ impl Clock for ManualClock {
     }
 }
 
-/// Hands the child's requests to the parent's engine; while `hold` is set, the next request
+/// Hands requests to the parent's engine, or to the child's at [`CHILD_URL`]; while `hold` is set, the next request
 /// waits at the gate until released.
 #[derive(Default)]
 pub struct Gate {
     pub parent: OnceLock<SyncEngine>,
+    /// Where requests to `test://child` go (the parent's requests, when its link has that URL).
+    pub child: OnceLock<SyncEngine>,
     pub hold: AtomicBool,
     pub entered: Notify,
     pub release: Notify,
@@ -41,24 +46,25 @@ pub struct Gate {
 }
 
 impl Gate {
-    async fn exchange(&self, path: &str, body: Vec<u8>) -> Result<Vec<u8>, TransportError> {
+    async fn exchange(&self, url: &str, path: &str, body: Vec<u8>) -> Result<Vec<u8>, TransportError> {
         if self.hold.swap(false, Ordering::SeqCst) {
             self.entered.notify_one();
             self.release.notified().await;
         }
         let versions = replication::codec::decode(&body).map_or(0, |b| b.versions.len());
         self.log.lock().expect("the log").push((path.to_owned(), versions));
-        let parent = self.parent.get().ok_or_else(|| TransportError::Unreachable("no parent yet".into()))?;
+        let to = if url == CHILD_URL { &self.child } else { &self.parent };
+        let site = to.get().ok_or_else(|| TransportError::Unreachable(format!("nothing at {url} yet")))?;
         let refused =
             |e: &dyn std::fmt::Display| TransportError::Refused { status: 500, detail: e.to_string() };
         match path {
             "/v1/sync/batch" => {
-                let ack = parent.receive(&body).await.map_err(|e| refused(&e))?;
+                let ack = site.receive(&body).await.map_err(|e| refused(&e))?;
                 serde_json::to_vec(&ack).map_err(|e| refused(&e))
             }
             "/v1/sync/digest" => {
                 let request = serde_json::from_slice(&body).map_err(|e| refused(&e))?;
-                let reply = parent.digest(request).await.map_err(|e| refused(&e))?;
+                let reply = site.digest(request).await.map_err(|e| refused(&e))?;
                 serde_json::to_vec(&reply).map_err(|e| refused(&e))
             }
             other => Err(refused(&format!("nothing at {other}"))),
@@ -69,8 +75,8 @@ impl Gate {
 pub struct GateTransport(Arc<Gate>);
 
 impl Transport for GateTransport {
-    fn post<'a>(&'a self, _: &'a str, path: &'a str, _: &'static str, body: Vec<u8>) -> Reply<'a> {
-        Box::pin(self.0.exchange(path, body))
+    fn post<'a>(&'a self, url: &'a str, path: &'a str, _: &'static str, body: Vec<u8>) -> Reply<'a> {
+        Box::pin(self.0.exchange(url, path, body))
     }
 }
 

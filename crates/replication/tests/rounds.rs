@@ -8,11 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{CHILD_URL, Gate, ManualClock, config, id, link, start};
-use model::{Kind, Level, ObjectKey, ObjectName, Scope};
-use replication::LinkState;
+use common::{CHILD_URL, Gate, ManualClock, eventually, id, two_sites};
+use model::{Kind, ObjectKey, ObjectName, Scope};
 use replication::backoff::Backoff;
-use replication::{Direction, Signal, SyncEngine};
+use replication::{LinkState, Signal, SyncEngine};
 use store::{ListFilter, LocalWrite, SqliteStore, Store};
 
 const BEFORE: usize = 1_050;
@@ -54,49 +53,34 @@ fn held(store: &SqliteStore) -> usize {
     }
 }
 
-/// The global site and one edge zone below it, on their own SQLite files in `dir`.
-async fn two_sites(
-    dir: &std::path::Path,
-    clock: &Arc<ManualClock>,
-    gate: &Arc<Gate>,
-) -> (SyncEngine, Arc<SqliteStore>, SyncEngine) {
-    let (parent, parent_store) = start(
-        dir,
-        clock,
-        gate,
-        config("global", Level::Global, None, link("edge-zone-a1", Direction::Downstream, None)),
-    )
-    .await;
-    gate.parent.set(parent.clone()).ok().expect("set once");
-    let (child, _) = start(
-        dir,
-        clock,
-        gate,
-        config(
-            "edge-zone-a1",
-            Level::Local,
-            Some("global"),
-            link("global", Direction::Upstream, Some("test://global")),
-        ),
-    )
-    .await;
-    (parent, parent_store, child)
-}
-
 const DIGEST: &str = "/v1/sync/digest";
 
-/// Waits (bounded) until the gate has passed a digest exchange after its first `from` requests;
-/// returns the requests since `from`.
+/// Waits until the gate has passed a digest exchange after its first `from` requests; returns the
+/// requests since `from`.
 async fn digest_after(gate: &Gate, from: usize) -> Vec<(String, usize)> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually("a digest exchange", async || {
         let log = gate.log.lock().expect("the log")[from..].to_vec();
-        if log.iter().any(|(path, _)| path == DIGEST) {
-            return log;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no digest exchange came: {log:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        if log.iter().any(|(path, _)| path == DIGEST) { Ok(log) } else { Err(format!("{log:?}")) }
+    })
+    .await
+}
+
+/// Waits until `store` holds `count` objects of the edge zone's scope.
+async fn holds(store: &SqliteStore, count: usize) {
+    eventually(&format!("the parent to hold {count} objects"), async || match held(store) {
+        n if n >= count => Ok(()),
+        n => Err(format!("{n} objects")),
+    })
+    .await;
+}
+
+/// Waits until `engine`'s only link is connected.
+async fn connected(engine: &SyncEngine) {
+    eventually("the link to come up", async || {
+        let link = engine.status().await.links.remove(0);
+        if link.state == LinkState::Connected { Ok(()) } else { Err(format!("{link:?}")) }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,7 +88,7 @@ async fn a_drain_reading_ahead_delivers_every_change_exactly_once() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let clock = Arc::new(ManualClock(AtomicU64::new(1_790_000_000_000)));
     let gate = Arc::new(Gate::default());
-    let (parent, parent_store, child) = two_sites(dir.path(), &clock, &gate).await;
+    let (parent, parent_store, child) = two_sites(dir.path(), &clock, &gate, None, None).await;
 
     // Cut off, the child fills its log with many batches' worth (batches of 100).
     child.signal(&id("global"), Signal::Down).await.expect("the link takes the signal");
@@ -115,19 +99,14 @@ async fn a_drain_reading_ahead_delivers_every_change_exactly_once() {
     child.signal(&id("global"), Signal::Up).await.expect("the link takes the signal");
     write_range(&child, &clock, BEFORE..BEFORE + DURING).await;
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let status = loop {
+    let status = eventually("the drain to finish", async || {
         let status = child.sync_now().await;
-        if status.links[0].pending == 0 && held(&parent_store) == BEFORE + DURING {
-            break status;
+        match held(&parent_store) {
+            n if n == BEFORE + DURING && status.links[0].pending == 0 => Ok(status),
+            n => Err(format!("parent holds {n}, link {:?}", status.links[0])),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the drain did not finish: parent holds {}, link {:?}",
-            held(&parent_store),
-            status.links[0]
-        );
-    };
+    })
+    .await;
     let link = &status.links[0];
     assert_eq!(link.sent_versions, (BEFORE + DURING) as u64, "each change sent once, none twice: {link:?}");
     assert!(link.last_error.is_none(), "{link:?}");
@@ -142,7 +121,7 @@ async fn the_digest_exchange_waits_for_a_round_with_nothing_to_send() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let clock = Arc::new(ManualClock(AtomicU64::new(1_790_000_000_000)));
     let gate = Arc::new(Gate::default());
-    let (parent, parent_store, child) = two_sites(dir.path(), &clock, &gate).await;
+    let (parent, parent_store, child) = two_sites(dir.path(), &clock, &gate, None, None).await;
     // The first round exchanges digests: none ever was.
     digest_after(&gate, 0).await;
 
@@ -152,11 +131,7 @@ async fn the_digest_exchange_waits_for_a_round_with_nothing_to_send() {
     write_range(&child, &clock, 0..300).await;
     let mark = gate.log.lock().expect("the log").len();
     child.signal(&id("global"), Signal::Up).await.expect("the link takes the signal");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while held(&parent_store) < 300 {
-        assert!(tokio::time::Instant::now() < deadline, "the drain did not finish");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    holds(&parent_store, 300).await;
     // The next round has nothing to send: the exchange is due, and happens there.
     child.signal(&id("global"), Signal::Up).await.expect("the link takes the signal");
     let log = digest_after(&gate, mark).await;
@@ -174,43 +149,16 @@ async fn the_digest_exchange_waits_for_a_round_with_nothing_to_send() {
     parent.shutdown().await;
 }
 
-/// Waits (bounded) until `engine`'s only link is connected.
-async fn connected(engine: &SyncEngine) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = engine.status().await;
-        if status.links[0].state == LinkState::Connected {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the link never came up: {:?}", status.links[0]);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_backing_off_resumes_as_soon_as_its_peer_reaches_it() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let clock = Arc::new(ManualClock(AtomicU64::new(1_790_000_000_000)));
     let gate = Arc::new(Gate::default());
-    // Links in both directions this time: the parent sends to the child too.
-    let (parent, parent_store) = start(
-        dir.path(),
-        &clock,
-        &gate,
-        config("global", Level::Global, None, link("edge-zone-a1", Direction::Downstream, Some(CHILD_URL))),
-    )
-    .await;
-    gate.parent.set(parent.clone()).ok().expect("set once");
-    let mut child_config = config(
-        "edge-zone-a1",
-        Level::Local,
-        Some("global"),
-        link("global", Direction::Upstream, Some("test://global")),
-    );
-    // After a failed round the child would wait up to ten minutes before trying again.
-    child_config.backoff = Backoff::new(Duration::from_secs(600), Duration::from_secs(600));
-    let (child, _) = start(dir.path(), &clock, &gate, child_config).await;
-    gate.child.set(child.clone()).ok().expect("set once");
+    // Links in both directions this time: the parent sends to the child too. After a failed
+    // round the child would wait up to ten minutes before trying again.
+    let backoff = Backoff::new(Duration::from_secs(600), Duration::from_secs(600));
+    let (parent, parent_store, child) =
+        two_sites(dir.path(), &clock, &gate, Some(CHILD_URL), Some(backoff)).await;
     parent.sync_now().await;
     connected(&parent).await;
     connected(&child).await;
@@ -220,23 +168,18 @@ async fn a_link_backing_off_resumes_as_soon_as_its_peer_reaches_it() {
     parent.signal(&id("edge-zone-a1"), Signal::Down).await.expect("the link takes the signal");
     write_range(&child, &clock, 0..10).await;
     child.signal(&id("global"), Signal::Up).await.expect("the link takes the signal");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while child.status().await.links[0].consecutive_failures == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the child's batch was never refused");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the child's batch to be refused", async || {
+        let link = child.status().await.links.remove(0);
+        if link.consecutive_failures > 0 { Ok(()) } else { Err(format!("{link:?}")) }
+    })
+    .await;
 
     // The parent's end comes back; its own round reaches the child, which retries at once.
     parent.signal(&id("edge-zone-a1"), Signal::Up).await.expect("the link takes the signal");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while held(&parent_store) < 10 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the child still waits out its backoff: {:?}",
-            child.status().await.links[0]
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // Well within the child's backoff (0 to 600 s, drawn from a seed fixed by the test's clock).
+    tokio::time::timeout(Duration::from_secs(20), holds(&parent_store, 10))
+        .await
+        .expect("the child retried at once, not at the end of its backoff");
     assert_eq!(child.status().await.links[0].consecutive_failures, 0);
 
     child.shutdown().await;

@@ -8,9 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{Gate, ISOLATION_AFTER, ManualClock, config, id, link, start};
-use model::Level;
-use replication::{Direction, LinkState, Signal, SyncEngine};
+use common::{Gate, ISOLATION_AFTER, ManualClock, eventually, id, two_sites};
+use replication::{LinkState, Signal, SyncEngine};
 
 async fn upstream_state(engine: &SyncEngine) -> (LinkState, bool) {
     let status = engine.status().await;
@@ -23,32 +22,12 @@ async fn a_cut_during_a_round_that_then_succeeds_still_isolates_the_site() {
     let clock = Arc::new(ManualClock(AtomicU64::new(1_790_000_000_000)));
     let gate = Arc::new(Gate::default());
     // Each site on its own SQLite file, both reaching the other through the gate.
-    let (parent, _) = start(
-        dir.path(),
-        &clock,
-        &gate,
-        config("global", Level::Global, None, link("edge-zone-a1", Direction::Downstream, None)),
-    )
+    let (parent, _, child) = two_sites(dir.path(), &clock, &gate, None, None).await;
+    eventually("the upstream link to come up", async || match upstream_state(&child).await {
+        (LinkState::Connected, _) => Ok(()),
+        seen => Err(format!("{seen:?}")),
+    })
     .await;
-    gate.parent.set(parent.clone()).ok().expect("set once");
-    let (child, _) = start(
-        dir.path(),
-        &clock,
-        &gate,
-        config(
-            "edge-zone-a1",
-            Level::Local,
-            Some("global"),
-            link("global", Direction::Upstream, Some("test://global")),
-        ),
-    )
-    .await;
-
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while upstream_state(&child).await.0 != LinkState::Connected {
-        assert!(tokio::time::Instant::now() < deadline, "the upstream link never came up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 
     // A round starts and waits at the gate; the link is cut meanwhile; the round then succeeds.
     gate.hold.store(true, Ordering::SeqCst);

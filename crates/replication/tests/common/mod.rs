@@ -120,6 +120,45 @@ pub fn link(peer: &str, direction: Direction, url: Option<&str>) -> LinkConfig {
     }
 }
 
+/// Asks `probe` every 10 ms until it answers `Ok`; fails the test after 60 s, showing `what` was
+/// awaited and what the probe last answered.
+pub async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Result<T, String>) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(seen) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}; last seen: {seen}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The global site and one edge zone below it, each on its own SQLite file under `dir`, both
+/// reached through `gate`: (parent, the parent's store, child). The parent sends to the child
+/// only when `down_url` is given; `child_backoff` replaces the child's retry policy.
+pub async fn two_sites(
+    dir: &Path,
+    clock: &Arc<ManualClock>,
+    gate: &Arc<Gate>,
+    down_url: Option<&str>,
+    child_backoff: Option<Backoff>,
+) -> (SyncEngine, Arc<SqliteStore>, SyncEngine) {
+    let down = link("edge-zone-a1", Direction::Downstream, down_url);
+    let (parent, parent_store) = start(dir, clock, gate, config("global", Level::Global, None, down)).await;
+    gate.parent.set(parent.clone()).ok().expect("set once");
+    let up = link("global", Direction::Upstream, Some("test://global"));
+    let mut child_config = config("edge-zone-a1", Level::Local, Some("global"), up);
+    if let Some(backoff) = child_backoff {
+        child_config.backoff = backoff;
+    }
+    let (child, _) = start(dir, clock, gate, child_config).await;
+    gate.child.set(child.clone()).ok().expect("set once");
+    (parent, parent_store, child)
+}
+
 /// Opens a site's SQLite file under `dir` and starts its engine, reaching its peer through `gate`.
 pub async fn start(
     dir: &Path,

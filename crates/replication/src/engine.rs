@@ -1018,9 +1018,11 @@ impl Inner {
     ///
     /// While a full batch is on the wire, the next one is read and encoded on the blocking pool,
     /// on the guess that the peer acknowledges the whole batch: the sender's work then overlaps
-    /// the peer's apply instead of waiting for it. The guess is used only if the cursor and the
-    /// scopes after the acknowledgement are the ones it was read for; otherwise it is dropped
-    /// and the batch read again. With [`StoreCalls::Inline`] (one thread) nothing runs ahead.
+    /// the peer's apply instead of waiting for it. The guess is used only if the cursor, the
+    /// scopes and the `Hello` after the acknowledgement are the ones it was read for; otherwise
+    /// it is dropped and the batch read again. With [`StoreCalls::Inline`] (one thread) nothing
+    /// runs ahead. A guess still running when the round fails finishes on its own and is
+    /// dropped: it only reads.
     async fn round(self: &Arc<Self>, link: &Arc<LinkRuntime>) -> Result<(), String> {
         let Some(url) = link.cfg.url.as_deref() else { return Ok(()) };
         let limit = link.cfg.batch_size;

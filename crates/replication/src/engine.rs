@@ -1240,13 +1240,17 @@ impl Inner {
         if stale.is_empty() {
             return Ok(());
         }
-        // As stored, byte for byte: the hash the peer checks is over those bytes.
+        // As stored, byte for byte: the hash the peer checks is over those bytes. Objects whose
+        // current version the link has not had acknowledged yet are in flight, not missing.
+        let cursor = lock(&link.mem).record.cursor;
         let repairs = self
-            .blocking(move |s| s.current_for_link(&stale))
+            .blocking(move |s| s.current_for_link(&stale, cursor))
             .await?
             .map_err(|e| format!("reading objects to repair failed: {e}"))?;
+        if repairs.is_empty() {
+            return Ok(());
+        }
         let total = repairs.len();
-        let cursor = lock(&link.mem).record.cursor;
         for chunk in repairs.chunks(link.cfg.batch_size.max(1)) {
             let ack = self.send(link, url, cursor, true, chunk.to_vec()).await?;
             lock(&link.mem).repaired += ack.applied as u64;

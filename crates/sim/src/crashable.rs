@@ -139,9 +139,9 @@ impl Store for CrashableStore {
         self.point.pass()?;
         self.inner.changes_for_link(query, limit)
     }
-    fn current_for_link(&self, keys: &[ObjectKey]) -> Result<Vec<RemoteVersion>, StoreError> {
+    fn current_for_link(&self, keys: &[ObjectKey], through: u64) -> Result<Vec<RemoteVersion>, StoreError> {
         self.point.pass()?;
-        self.inner.current_for_link(keys)
+        self.inner.current_for_link(keys, through)
     }
     fn link_debt(&self, query: &LinkQuery) -> Result<Debt, StoreError> {
         self.point.pass()?;

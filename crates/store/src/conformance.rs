@@ -173,6 +173,10 @@ pub const CASES: &[(&str, Case)] = &[
     ("scanned_to_advances_past_skipped_changes", scanned_to_advances_past_skipped_changes),
     ("link_debt_counts_what_the_link_would_carry", link_debt_counts_what_the_link_would_carry),
     ("digest_entries_and_has_version", digest_entries_and_has_version),
+    (
+        "current_for_link_leaves_out_what_the_link_still_carries",
+        current_for_link_leaves_out_what_the_link_still_carries,
+    ),
     ("remote_tombstones_delete_and_recreate", remote_tombstones_delete_and_recreate),
     ("links_round_trip_across_reopen", links_round_trip_across_reopen),
     (
@@ -252,6 +256,7 @@ macro_rules! conformance_tests {
             scanned_to_advances_past_skipped_changes,
             link_debt_counts_what_the_link_would_carry,
             digest_entries_and_has_version,
+            current_for_link_leaves_out_what_the_link_still_carries,
             remote_tombstones_delete_and_recreate,
             links_round_trip_across_reopen,
             concurrent_versions_conflict_alike_in_either_order,

@@ -291,8 +291,10 @@ pub trait Store: Send + Sync {
 
     /// The current versions (tombstones included) of these objects, as a link sends them: the
     /// content as stored, byte for byte (a digest exchange repairs a peer with them). Objects
-    /// this site does not hold are left out; at most [`MAX_LINK_BATCH`] keys are read.
-    fn current_for_link(&self, keys: &[ObjectKey]) -> Result<Vec<RemoteVersion>, StoreError>;
+    /// this site does not hold are left out, and so are those whose current version comes after
+    /// `through` in the change log: a link whose cursor is `through` still carries them, so a
+    /// repair would send them twice. At most [`MAX_LINK_BATCH`] keys are read.
+    fn current_for_link(&self, keys: &[ObjectKey], through: u64) -> Result<Vec<RemoteVersion>, StoreError>;
 
     /// The link's sync debt, counted the way `changes_for_link` selects changes (every change
     /// after `query.after` it would carry, with no limit).

@@ -1913,11 +1913,13 @@ impl Store for SqliteStore {
         Ok(LinkBatch { changes, scanned_to })
     }
 
-    fn current_for_link(&self, keys: &[ObjectKey]) -> Result<Vec<RemoteVersion>, StoreError> {
+    fn current_for_link(&self, keys: &[ObjectKey], through: u64) -> Result<Vec<RemoteVersion>, StoreError> {
         let conn = self.reader();
         let mut versions = Vec::new();
         for key in keys.iter().take(MAX_LINK_BATCH) {
-            if let Some(raw) = read_current(&conn, key, "reading current versions to send")? {
+            let current = read_current(&conn, key, "reading current versions to send")?;
+            // A version's row id is its sequence number in the change log.
+            if let Some(raw) = current.filter(|raw| raw.version.id <= sql_position(through)) {
                 let d = raw.version.decode_text()?;
                 versions.push(RemoteVersion {
                     key: d.key,

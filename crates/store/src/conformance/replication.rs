@@ -665,6 +665,41 @@ pub fn digest_entries_and_has_version(h: &mut dyn Harness) {
     assert!(!store.has_version(&ra, &unknown).expect("has_version"), "same time, another origin");
 }
 
+/// A digest exchange repairs a peer with the current versions of the objects it lacks, but not
+/// those still in the link's log after its cursor: the link carries them anyway.
+pub fn current_for_link_leaves_out_what_the_link_still_carries(h: &mut dyn Harness) {
+    h.reset();
+    let store = h.open();
+    let store = store.as_ref();
+    let [region, ..] = others(store);
+    let z = policy("z");
+    let ra = key(Kind::Release, "region-a", "v1");
+    let absent = policy("absent");
+    apply(store, put(&z, json!({"v": 1}), T0));
+    let r1 = remote(&ra, &region, T0 + 1, vv(&[(&region, 1)]), json!({}));
+    let applied = apply_batch(store, &region, std::slice::from_ref(&r1), T0 + 2);
+    let z2 = apply(store, put(&z, json!({"v": 2}), T0 + 3));
+    assert!(z2.seq > applied.last_seq);
+
+    let keys = [z.clone(), ra.clone(), absent];
+    let ids = |versions: Vec<RemoteVersion>| -> Vec<(ObjectKey, model::VersionId)> {
+        versions.into_iter().map(|v| (v.key, v.version.id())).collect()
+    };
+    let everything = store.current_for_link(&keys, z2.seq).expect("current_for_link");
+    assert_eq!(
+        ids(everything),
+        vec![(z.clone(), z2.object.version.id()), (ra.clone(), r1.version.id())],
+        "current versions, as stored; an object not held is left out"
+    );
+    let before_z2 = store.current_for_link(&keys, applied.last_seq).expect("current_for_link");
+    assert_eq!(
+        ids(before_z2),
+        vec![(ra.clone(), r1.version.id())],
+        "z's current version is after the cursor: the link still carries it"
+    );
+    assert!(store.current_for_link(&keys, 0).expect("current_for_link").is_empty());
+}
+
 /// Deletes from peers are versions too: a remote tombstone becomes current (listings hide it,
 /// `created` stays), and a remote re-creation restarts `created`.
 pub fn remote_tombstones_delete_and_recreate(h: &mut dyn Harness) {

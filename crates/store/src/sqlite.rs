@@ -1820,14 +1820,14 @@ impl Store for SqliteStore {
             let current = query_current(&tx, key)?;
             // Every version is stored with its object's row, so an object without a row has no
             // version here: only a known object needs the history looked up.
-            let held = match &current {
+            let duplicate = match &current {
                 None => false,
                 Some(c) => {
                     (c.version.hlc == version.hlc && c.version.origin == version.origin)
                         || holds_version(&tx, key, &id)?
                 }
             };
-            if held {
+            if duplicate {
                 report.duplicates += 1;
                 continue;
             }

@@ -51,6 +51,19 @@ pub fn entries_in(entries: &[(ObjectKey, VersionId)], buckets: &[usize]) -> BTre
         .collect()
 }
 
+/// Whether the peer, whose current version of an object is `theirs` (`None`: it has none),
+/// needs `ours` sent. Not when it holds the same version, nor when it holds a later version
+/// written by the same site as ours: a site writes with its own earlier versions in hand, so that
+/// later version supersedes ours (it is one this site has yet to receive, not a gap in the peer).
+/// An unreadable version is treated as different.
+pub fn needs_repair(ours: &VersionId, theirs: Option<&str>) -> bool {
+    let Some(theirs) = theirs else { return true };
+    match theirs.parse::<VersionId>() {
+        Ok(theirs) => theirs != *ours && !(theirs.origin == ours.origin && theirs.hlc > ours.hlc),
+        Err(_) => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +81,17 @@ mod tests {
         let mut b = a.clone();
         b.reverse();
         assert!(differing(&bucket_digests(&a), &bucket_digests(&b)).is_empty());
+    }
+
+    #[test]
+    fn only_a_version_the_peer_has_not_superseded_is_repaired() {
+        let ours: VersionId = "2000.0@edge-zone-a1".parse().unwrap();
+        assert!(needs_repair(&ours, None), "the peer lacks the object");
+        assert!(!needs_repair(&ours, Some("2000.0@edge-zone-a1")), "the peer holds it");
+        assert!(!needs_repair(&ours, Some("2500.3@edge-zone-a1")), "the writer has moved on");
+        assert!(needs_repair(&ours, Some("1000.0@edge-zone-a1")), "the peer is behind");
+        assert!(needs_repair(&ours, Some("2500.0@region-a-control")), "another site's write");
+        assert!(needs_repair(&ours, Some("not a version")));
     }
 
     #[test]

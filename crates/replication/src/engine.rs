@@ -1206,7 +1206,8 @@ impl Inner {
     }
 
     /// Compares digests with the peer and re-sends this site's current version of every object
-    /// whose version differs on the other side.
+    /// whose version differs on the other side, unless the peer's is a later one by the same
+    /// writer ([`digest::needs_repair`]).
     async fn anti_entropy(&self, link: &LinkRuntime, url: &str) -> Result<(), String> {
         let scopes = self.shared_scopes(link);
         let entries = {
@@ -1233,7 +1234,9 @@ impl Inner {
         let mine = digest::entries_in(&entries, &reply.buckets);
         let stale: Vec<ObjectKey> = mine
             .iter()
-            .filter(|(key, version)| theirs.get(&key.to_string()) != Some(&version.to_string()))
+            .filter(|(key, ours)| {
+                digest::needs_repair(ours, theirs.get(&key.to_string()).map(String::as_str))
+            })
             .map(|(key, _)| key.clone())
             .take(MAX_REPAIRS_PER_ROUND)
             .collect();
@@ -1251,11 +1254,15 @@ impl Inner {
             return Ok(());
         }
         let total = repairs.len();
+        let first = repairs[0].key.to_string();
+        let (mut applied, mut duplicates) = (0, 0);
         for chunk in repairs.chunks(link.cfg.batch_size.max(1)) {
             let ack = self.send(link, url, cursor, true, chunk.to_vec()).await?;
             lock(&link.mem).repaired += ack.applied as u64;
+            applied += ack.applied;
+            duplicates += ack.duplicates;
         }
-        info!(peer = %link.cfg.peer, versions = total, "digest exchange re-sent versions the peer lacked");
+        info!(peer = %link.cfg.peer, versions = total, applied, duplicates, first, "digest exchange re-sent versions that differed at the peer");
         Ok(())
     }
 

@@ -185,3 +185,37 @@ async fn a_link_backing_off_resumes_as_soon_as_its_peer_reaches_it() {
     child.shutdown().await;
     parent.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_digest_exchange_leaves_alone_a_version_its_writer_has_superseded() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let clock = Arc::new(ManualClock(AtomicU64::new(1_790_000_000_000)));
+    let gate = Arc::new(Gate::default());
+    let (parent, parent_store, child) = two_sites(dir.path(), &clock, &gate, Some(CHILD_URL), None).await;
+    write_range(&child, &clock, 0..1).await;
+    child.sync_now().await;
+    holds(&parent_store, 1).await;
+
+    // Cut off upwards only, the child writes the object again: the parent's copy is the older one
+    // now, and the newer one waits at the child to go up.
+    gate.parent_unreachable.store(true, Ordering::SeqCst);
+    clock.0.fetch_add(1_000, Ordering::SeqCst);
+    write_range(&child, &clock, 0..1).await;
+
+    // The parent's exchange with the child sees the difference; the child already holds the
+    // parent's version (it wrote it), so nothing is re-sent. The second round starts after the
+    // first has finished, repairs and all.
+    let mark = gate.log.lock().expect("the log").len();
+    parent.sync_now().await;
+    digest_after(&gate, mark).await;
+    parent.sync_now().await;
+    let log = gate.log.lock().expect("the log")[mark..].to_vec();
+    assert!(log.iter().filter(|(path, _)| path == DIGEST).count() >= 2, "{log:?}");
+    assert!(
+        log.iter().all(|(_, versions)| *versions == 0),
+        "the child's batches do not pass, and the parent has nothing to repair: {log:?}"
+    );
+
+    child.shutdown().await;
+    parent.shutdown().await;
+}

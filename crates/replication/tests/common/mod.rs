@@ -38,6 +38,9 @@ pub struct Gate {
     /// Where requests to `test://child` go (the parent's requests, when its link has that URL).
     pub child: OnceLock<SyncEngine>,
     pub hold: AtomicBool,
+    /// While set, requests to the parent fail as unreachable (and are not logged): the link is
+    /// cut in one direction only.
+    pub parent_unreachable: AtomicBool,
     pub entered: Notify,
     pub release: Notify,
     /// Every request that went through, in order: its path, and for a batch how many versions
@@ -50,6 +53,9 @@ impl Gate {
         if self.hold.swap(false, Ordering::SeqCst) {
             self.entered.notify_one();
             self.release.notified().await;
+        }
+        if url != CHILD_URL && self.parent_unreachable.load(Ordering::SeqCst) {
+            return Err(TransportError::Unreachable(format!("{url} is cut off")));
         }
         let versions = replication::codec::decode(&body).map_or(0, |b| b.versions.len());
         self.log.lock().expect("the log").push((path.to_owned(), versions));

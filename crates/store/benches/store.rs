@@ -7,6 +7,7 @@
 //!   and p99 latency, and the bytes written per write (WAL frames and checkpoints);
 //! - the same number of writes from 64 threads at once, which the store commits in groups:
 //!   writes per second;
+//! - the sync debt of a link behind by all of them (what one status read costs);
 //! - applying all those versions at a second store, as a link delivers them (batches of 500 read
 //!   with `changes_for_link`, the text sent on as stored): versions per second and
 //!   microseconds per version, fsync included once per batch.
@@ -65,6 +66,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let concurrent = started.elapsed();
     latencies.sort();
 
+    // What one status read costs while a link is behind by every version written so far.
+    let t = Instant::now();
+    let debt = source.link_debt(&LinkQuery { after: 0, peer: receiver_id(), scopes: None })?;
+    let debt_time = t.elapsed();
+    assert_eq!(debt.pending, 2 * writes as u64, "every version is pending");
+
     let receiver = SqliteStore::open(&dir.path().join("edge.db"), SiteId::new("edge-zone-a1")?, 60_000)?;
     let query = |after| LinkQuery { after, peer: receiver_id(), scopes: None };
     let mut after = 0;
@@ -98,6 +105,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("| sequential write p99 (ms) | {:.3} |", ms(pct(99)));
     println!("| bytes written per write (WAL and checkpoints) | {:.0} |", written as f64 / writes as f64);
     println!("| {THREADS} threads writing: writes/s | {:.0} |", writes as f64 / concurrent.as_secs_f64());
+    println!("| link debt, {} versions pending (ms) | {:.2} |", debt.pending, ms(debt_time));
     println!("| link read (µs per version) | {:.1} |", us_per(reading, applied));
     println!("| apply (µs per version, batches of {BATCH}) | {:.1} |", us_per(applying, applied));
     println!("| apply (versions/s) | {:.0} |", applied as f64 / applying.as_secs_f64());

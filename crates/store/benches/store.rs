@@ -66,14 +66,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let concurrent = started.elapsed();
     latencies.sort();
 
+    let query = |after| LinkQuery { after, peer: receiver_id(), scopes: None };
     // What one status read costs while a link is behind by every version written so far.
     let t = Instant::now();
-    let debt = source.link_debt(&LinkQuery { after: 0, peer: receiver_id(), scopes: None })?;
+    let debt = source.link_debt(&query(0))?;
     let debt_time = t.elapsed();
     assert_eq!(debt.pending, 2 * writes as u64, "every version is pending");
 
     let receiver = SqliteStore::open(&dir.path().join("edge.db"), SiteId::new("edge-zone-a1")?, 60_000)?;
-    let query = |after| LinkQuery { after, peer: receiver_id(), scopes: None };
     let mut after = 0;
     let mut applied = 0usize;
     let mut reading = Duration::ZERO;

@@ -79,6 +79,12 @@ impl ContentHash {
     /// version received from a peer is checked, stored and sent on byte for byte, without being
     /// parsed and written again.
     pub fn of_text(key: &ObjectKey, labels: &str, spec: &str, deleted: bool) -> Self {
+        Self::from_digest(&Self::digest_of_text(key, labels, spec, deleted))
+    }
+
+    /// The 32 bytes [`ContentHash::of_text`] encodes, for comparing with a hash received as
+    /// bytes without encoding either.
+    pub fn digest_of_text(key: &ObjectKey, labels: &str, spec: &str, deleted: bool) -> [u8; 32] {
         let mut hasher = Sha256::new();
         for part in [key.kind.as_str(), key.scope.as_str(), key.name.as_str()] {
             hasher.update(part.as_bytes());
@@ -88,7 +94,16 @@ impl ContentHash {
         hasher.update(labels.as_bytes());
         hasher.update(b"\n");
         hasher.update(spec.as_bytes());
-        Self(hex::encode(hasher.finalize()))
+        hasher.finalize().into()
+    }
+
+    /// The hash of these 32 bytes, hex encoded.
+    pub fn from_digest(digest: &[u8; 32]) -> Self {
+        let mut text = [0u8; 64];
+        // 64 bytes is exactly the room 32 bytes need, and hex digits are ASCII.
+        let encoded =
+            hex::encode_to_slice(digest, &mut text).ok().and_then(|()| std::str::from_utf8(&text).ok());
+        Self(encoded.map_or_else(|| hex::encode(digest), str::to_owned))
     }
 
     /// Wraps a hash read back from storage.
@@ -291,6 +306,16 @@ mod tests {
         assert_eq!(lww_winner(&a, &b), &b);
         let c = mk(11, "global-control");
         assert_eq!(lww_winner(&b, &c), &c, "same time: the greater site id wins");
+    }
+
+    #[test]
+    fn a_content_hash_is_the_lowercase_hex_of_its_digest() {
+        let digest = ContentHash::digest_of_text(&key(), "{}", r#"{"a":1}"#, false);
+        let hash = ContentHash::of_text(&key(), "{}", r#"{"a":1}"#, false);
+        assert_eq!(hash.as_str(), hex::encode(digest));
+        assert_eq!(ContentHash::from_digest(&digest), hash);
+        assert_eq!(hash.as_str().len(), 64);
+        assert!(hash.as_str().bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
     }
 
     #[test]

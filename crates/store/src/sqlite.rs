@@ -535,7 +535,9 @@ impl SqliteStore {
         clock: &mut HlcClock,
         open_conflicts: &mut bool,
     ) -> Result<Committed, WriteError> {
-        let current = query_current(conn, &write.key)?;
+        // The checks and the stamp read the current version's identity and context, not its
+        // content.
+        let current = query_current_meta(conn, &write.key)?;
         if let Some(refused) = refusal(&write, current.as_ref()) {
             insert_audit(conn, &refused.audit)?;
             debug!(key = %write.key, outcome = %refused.audit.outcome, "write refused");
@@ -549,7 +551,7 @@ impl SqliteStore {
         let object = &stamped.object;
         let (key, version) = (&object.key, &object.version);
         let version_row = insert_version(conn, key, version, &content, None, accepted_ms)?;
-        upsert_object(conn, key, version_row, object.created, &object.context)?;
+        set_current(conn, key, current.is_some(), version_row, object.created, &object.context)?;
         let seq = to_u64("versions", "just inserted", "id", version_row)?;
         insert_audit(conn, &stamped.audit)?;
         insert_event(conn, &conflicts::version_event(key, version, None, true, accepted_ms))?;
@@ -958,6 +960,24 @@ fn query_current(conn: &Connection, key: &ObjectKey) -> Result<Option<StoredObje
     read_current(conn, key, "reading the current version of an object")?.map(decode_object).transpose()
 }
 
+/// [`query_current`] without the content (empty labels, null spec): what placing a received
+/// version needs of the object, without reading and parsing its spec.
+fn query_current_meta(conn: &Connection, key: &ObjectKey) -> Result<Option<StoredObject>, StoreError> {
+    let context = "reading the current version of an object";
+    let sql = format!(
+        "SELECT {VERSION_META_COLUMNS}, o.created_wall, o.created_logical, o.context \
+         FROM objects o JOIN versions v ON v.id = o.version_id \
+         WHERE o.kind = ?1 AND o.scope = ?2 AND o.name = ?3"
+    );
+    conn.prepare_cached(&sql)
+        .during(context)?
+        .query_row(params![key.kind.as_str(), key.scope.as_str(), key.name.as_str()], read_object)
+        .optional()
+        .during(context)?
+        .map(decode_object)
+        .transpose()
+}
+
 /// The row of `key`'s current version, not decoded yet; `context` names the read in errors.
 fn read_current(conn: &Connection, key: &ObjectKey, context: &str) -> Result<Option<RawObject>, StoreError> {
     let sql = object_query("WHERE o.kind = ?1 AND o.scope = ?2 AND o.name = ?3");
@@ -1147,33 +1167,43 @@ fn insert_version(
     Ok(conn.last_insert_rowid())
 }
 
-/// Makes the version in row `version_row` the object's current version.
-fn upsert_object(
+/// Makes the version in row `version_row` the object's current version: a new row when the
+/// object has none yet (`exists` is false), else an update of its row. The caller has just read
+/// the object's row in the same transaction, so it knows which; a plain `INSERT` or `UPDATE`
+/// writes one b-tree, where an upsert made SQLite copy every page it touched into a statement
+/// journal first.
+fn set_current(
     conn: &Connection,
     key: &ObjectKey,
+    exists: bool,
     version_row: i64,
     created: Hlc,
     object_context: &VersionVector,
 ) -> Result<(), StoreError> {
     let context = "updating the current version of an object";
-    conn.prepare_cached(
+    let sql = if exists {
+        "UPDATE objects SET version_id = ?4, created_wall = ?5, created_logical = ?6, context = ?7 \
+         WHERE kind = ?1 AND scope = ?2 AND name = ?3"
+    } else {
         "INSERT INTO objects (kind, scope, name, version_id, created_wall, created_logical, context) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-         ON CONFLICT (kind, scope, name) DO UPDATE SET version_id = excluded.version_id, \
-         created_wall = excluded.created_wall, created_logical = excluded.created_logical, \
-         context = excluded.context",
-    )
-    .during(context)?
-    .execute(params![
-        key.kind.as_str(),
-        key.scope.as_str(),
-        key.name.as_str(),
-        version_row,
-        created.wall_ms,
-        created.logical,
-        serde_json::to_string(object_context).map_err(encoding("a version vector"))?,
-    ])
-    .during(context)?;
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+    };
+    let changed = conn
+        .prepare_cached(sql)
+        .during(context)?
+        .execute(params![
+            key.kind.as_str(),
+            key.scope.as_str(),
+            key.name.as_str(),
+            version_row,
+            created.wall_ms,
+            created.logical,
+            serde_json::to_string(object_context).map_err(encoding("a version vector"))?,
+        ])
+        .during(context)?;
+    if changed != 1 {
+        return Err(corrupt("objects", key, "version_id", "the object's row was not where it was just read"));
+    }
     Ok(())
 }
 
@@ -1817,7 +1847,7 @@ impl Store for SqliteStore {
         for remote in versions {
             let (key, version) = (&remote.key, &remote.version);
             let id = version.id();
-            let current = query_current(&tx, key)?;
+            let current = query_current_meta(&tx, key)?;
             // Every version is stored with its object's row, so an object without a row has no
             // version here: only a known object needs the history looked up.
             let duplicate = match &current {
@@ -1846,9 +1876,18 @@ impl Store for SqliteStore {
             let content = Content::received(&remote.labels, &remote.spec);
             let version_row = insert_version(&tx, key, version, &content, Some(from), now_ms)?;
             match placement.current {
-                Current::New => upsert_object(&tx, key, version_row, placement.created, &placement.context)?,
+                Current::New => {
+                    set_current(
+                        &tx,
+                        key,
+                        current.is_some(),
+                        version_row,
+                        placement.created,
+                        &placement.context,
+                    )?;
+                }
                 Current::Held(i) if current.as_ref().is_some_and(|c| c.version.id() != held[i].id()) => {
-                    upsert_object(&tx, key, rows[i], placement.created, &placement.context)?;
+                    set_current(&tx, key, true, rows[i], placement.created, &placement.context)?;
                 }
                 Current::Held(_) => update_context(&tx, key, &placement.context)?,
             }

@@ -1040,6 +1040,12 @@ impl Inner {
                 Some(p) if p.after == after && p.scopes == scopes && p.hello == self.hello_for(link) => p,
                 _ => self.prepare(link, after, scopes.clone()).await?,
             };
+            if batch.count == 0 && batch.scanned_to == after && sent > 0 {
+                // Nothing was written since the full batch this round just sent, whose
+                // acknowledgement already carried both hellos: an empty batch would tell the
+                // peer nothing, and cost this site a durable write of an unchanged cursor.
+                break;
+            }
             if batch.count == limit && self.calls == StoreCalls::Blocking {
                 let (inner, link, scopes) = (self.clone(), link.clone(), scopes.clone());
                 let next = batch.scanned_to;

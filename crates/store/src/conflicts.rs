@@ -213,25 +213,66 @@ pub(crate) fn event(record: &ConflictRecord, change: Change, at_ms: u64) -> NewE
     NewEvent { at_ms, kind: EVENT_CONFLICT.to_owned(), object: Some(record.key.clone()), data }
 }
 
-/// The `write` or `delete` event of a version this site accepted: from a peer (`from`) or
-/// written here (`None`).
-pub(crate) fn version_event(
-    key: &ObjectKey,
-    version: &Version,
-    from: Option<&SiteId>,
+/// The kind of a version's event.
+pub(crate) fn version_event_kind(version: &Version) -> &'static str {
+    if version.deleted { "delete" } else { "write" }
+}
+
+/// The data of the `write` or `delete` event of a version this site accepted, from a peer
+/// (`from`) or written here (`None`). Its fields are in the order a JSON object's keys are
+/// written (sorted), so the text is the one a JSON value of the same fields makes.
+#[derive(serde::Serialize)]
+pub(crate) struct VersionEventData<'a> {
+    author: &'a str,
     current: bool,
-    at_ms: u64,
-) -> NewEvent {
-    NewEvent {
-        at_ms,
-        kind: if version.deleted { "delete" } else { "write" }.to_owned(),
-        object: Some(key.clone()),
-        data: json!({
-            "version": version.id().to_string(),
-            "origin": version.origin.as_str(),
-            "author": version.author,
-            "from": from.map(SiteId::as_str),
-            "current": current,
-        }),
+    from: Option<&'a str>,
+    origin: &'a str,
+    version: String,
+}
+
+pub(crate) fn version_event_data<'a>(
+    version: &'a Version,
+    from: Option<&'a SiteId>,
+    current: bool,
+) -> VersionEventData<'a> {
+    VersionEventData {
+        author: &version.author,
+        current,
+        from: from.map(SiteId::as_str),
+        origin: version.origin.as_str(),
+        version: version.id().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use model::{Hlc, SiteId, Version, VersionVector};
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_version_event_reads_as_the_json_object_of_its_fields() {
+        let origin = SiteId::new("edge-zone-a1").unwrap();
+        let from = SiteId::new("region-a-control").unwrap();
+        let version = Version {
+            hlc: Hlc::new(1_790_000_000_000, 2),
+            origin: origin.clone(),
+            vv: VersionVector::new(),
+            author: "alice \"a\"".into(),
+            content_hash: model::ContentHash::from_hex("00".into()),
+            deleted: false,
+        };
+        for (from, current) in [(Some(&from), true), (None, false)] {
+            let text = serde_json::to_string(&version_event_data(&version, from, current)).unwrap();
+            let value = json!({
+                "version": version.id().to_string(),
+                "origin": origin.as_str(),
+                "author": version.author,
+                "from": from.map(SiteId::as_str),
+                "current": current,
+            });
+            assert_eq!(text, serde_json::to_string(&value).unwrap());
+        }
     }
 }

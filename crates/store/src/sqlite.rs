@@ -30,7 +30,7 @@ use model::{
     Strategy, Version, VersionId, VersionVector,
 };
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{CachedStatement, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 use tracing::{debug, info};
 
 use crate::conflicts::{self, Stored};
@@ -482,6 +482,10 @@ impl SqliteStore {
                     return with_failures(failed, group_failed(count, "reading the open conflicts", &e));
                 }
             };
+            let mut statements = match VersionStatements::prepare(&tx) {
+                Ok(statements) => statements,
+                Err(e) => return with_failures(failed, group_failed(count, "preparing the writes", &e)),
+            };
             let mut outcomes = Vec::with_capacity(count);
             let mut failure = None;
             for (i, write) in writes.iter().enumerate() {
@@ -489,7 +493,7 @@ impl SqliteStore {
                     outcomes.push(None);
                     continue;
                 }
-                match self.write_in(&tx, write.clone(), &mut clock, &mut open) {
+                match self.write_in(&tx, &mut statements, write.clone(), &mut clock, &mut open) {
                     Err(WriteError::Store(e)) => {
                         failure = Some((i, e));
                         break;
@@ -497,6 +501,7 @@ impl SqliteStore {
                     outcome => outcomes.push(Some(outcome)),
                 }
             }
+            drop(statements);
             if let Some((i, e)) = failure {
                 // Dropping `tx` rolls the pass back; the next one runs without this write.
                 drop(tx);
@@ -531,13 +536,14 @@ impl SqliteStore {
     fn write_in(
         &self,
         conn: &Connection,
+        statements: &mut VersionStatements<'_>,
         write: LocalWrite,
         clock: &mut HlcClock,
         open_conflicts: &mut bool,
     ) -> Result<Committed, WriteError> {
         // The checks and the stamp read the current version's identity and context, not its
         // content.
-        let current = query_current_meta(conn, &write.key)?;
+        let current = statements.current(&write.key)?;
         if let Some(refused) = refusal(&write, current.as_ref()) {
             insert_audit(conn, &refused.audit)?;
             debug!(key = %write.key, outcome = %refused.audit.outcome, "write refused");
@@ -550,11 +556,11 @@ impl SqliteStore {
         let stamped = stamp(&self.site, write, current.as_ref(), clock, hash);
         let object = &stamped.object;
         let (key, version) = (&object.key, &object.version);
-        let version_row = insert_version(conn, key, version, &content, None, accepted_ms)?;
-        set_current(conn, key, current.is_some(), version_row, object.created, &object.context)?;
+        let version_row = statements.insert_version(key, version, &content, None, accepted_ms)?;
+        statements.set_current(key, current.is_some(), version_row, object.created, &object.context)?;
         let seq = to_u64("versions", "just inserted", "id", version_row)?;
         insert_audit(conn, &stamped.audit)?;
-        insert_event(conn, &conflicts::version_event(key, version, None, true, accepted_ms))?;
+        statements.version_event(key, version, None, true, accepted_ms)?;
         // The new version dominates everything the site holds, so it resolves every open
         // conflict of the object (an operator's pick is such a write). No policy reaches a local
         // write, so these resolutions are always audited.
@@ -960,24 +966,6 @@ fn query_current(conn: &Connection, key: &ObjectKey) -> Result<Option<StoredObje
     read_current(conn, key, "reading the current version of an object")?.map(decode_object).transpose()
 }
 
-/// [`query_current`] without the content (empty labels, null spec): what placing a received
-/// version needs of the object, without reading and parsing its spec.
-fn query_current_meta(conn: &Connection, key: &ObjectKey) -> Result<Option<StoredObject>, StoreError> {
-    let context = "reading the current version of an object";
-    let sql = format!(
-        "SELECT {VERSION_META_COLUMNS}, o.created_wall, o.created_logical, o.context \
-         FROM objects o JOIN versions v ON v.id = o.version_id \
-         WHERE o.kind = ?1 AND o.scope = ?2 AND o.name = ?3"
-    );
-    conn.prepare_cached(&sql)
-        .during(context)?
-        .query_row(params![key.kind.as_str(), key.scope.as_str(), key.name.as_str()], read_object)
-        .optional()
-        .during(context)?
-        .map(decode_object)
-        .transpose()
-}
-
 /// The row of `key`'s current version, not decoded yet; `context` names the read in errors.
 fn read_current(conn: &Connection, key: &ObjectKey, context: &str) -> Result<Option<RawObject>, StoreError> {
     let sql = object_query("WHERE o.kind = ?1 AND o.scope = ?2 AND o.name = ?3");
@@ -1128,83 +1116,147 @@ impl<'a> Content<'a> {
     }
 }
 
-/// Appends a version to the history and to the change log (received from `from_site`, or
-/// written here when `None`, accepted at `recorded_ms`) and returns its row id, which is its
-/// sequence number in the log.
-fn insert_version(
-    conn: &Connection,
-    key: &ObjectKey,
-    version: &Version,
-    content: &Content,
-    from_site: Option<&SiteId>,
-    recorded_ms: u64,
-) -> Result<i64, StoreError> {
-    let context = "inserting a version";
-    conn.prepare_cached(
-        "INSERT INTO versions (kind, scope, name, hlc_wall, hlc_logical, origin, vv, author, \
-         content_hash, deleted, labels, spec, from_site, recorded_ms, bytes) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-    )
-    .during(context)?
-    .execute(params![
-        key.kind.as_str(),
-        key.scope.as_str(),
-        key.name.as_str(),
-        version.hlc.wall_ms,
-        version.hlc.logical,
-        version.origin.as_str(),
-        serde_json::to_string(&version.vv).map_err(encoding("a version vector"))?,
-        version.author,
-        version.content_hash.as_str(),
-        version.deleted,
-        content.labels,
-        content.spec.as_ref(),
-        from_site.map(SiteId::as_str),
-        recorded_ms,
-        content.bytes(),
-    ])
-    .during(context)?;
-    Ok(conn.last_insert_rowid())
+const CURRENT_META_SQL: &str = "SELECT v.id, v.kind, v.scope, v.name, v.hlc_wall, v.hlc_logical, v.origin, \
+     v.vv, v.author, v.content_hash, v.deleted, '{}', 'null', o.created_wall, o.created_logical, o.context \
+     FROM objects o JOIN versions v ON v.id = o.version_id WHERE o.kind = ?1 AND o.scope = ?2 AND o.name = ?3";
+const INSERT_VERSION_SQL: &str = "INSERT INTO versions (kind, scope, name, hlc_wall, hlc_logical, origin, vv, \
+     author, content_hash, deleted, labels, spec, from_site, recorded_ms, bytes) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+const INSERT_OBJECT_SQL: &str = "INSERT INTO objects (kind, scope, name, version_id, created_wall, \
+     created_logical, context) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+const UPDATE_OBJECT_SQL: &str = "UPDATE objects SET version_id = ?4, created_wall = ?5, created_logical = ?6, \
+     context = ?7 WHERE kind = ?1 AND scope = ?2 AND name = ?3";
+const INSERT_EVENT_SQL: &str = "INSERT INTO events (at_ms, kind, object_kind, object_scope, object_name, data) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+/// The statements every accepted version runs (local or received), prepared once per
+/// transaction: looking each one up in the connection's statement cache, and handing it back,
+/// for every version of a batch cost about as much as running it.
+struct VersionStatements<'c> {
+    conn: &'c Connection,
+    current: CachedStatement<'c>,
+    insert_version: CachedStatement<'c>,
+    insert_object: CachedStatement<'c>,
+    update_object: CachedStatement<'c>,
+    insert_event: CachedStatement<'c>,
 }
 
-/// Makes the version in row `version_row` the object's current version: a new row when the
-/// object has none yet (`exists` is false), else an update of its row. The caller has just read
-/// the object's row in the same transaction, so it knows which; a plain `INSERT` or `UPDATE`
-/// writes one b-tree, where an upsert made SQLite copy every page it touched into a statement
-/// journal first.
-fn set_current(
-    conn: &Connection,
-    key: &ObjectKey,
-    exists: bool,
-    version_row: i64,
-    created: Hlc,
-    object_context: &VersionVector,
-) -> Result<(), StoreError> {
-    let context = "updating the current version of an object";
-    let sql = if exists {
-        "UPDATE objects SET version_id = ?4, created_wall = ?5, created_logical = ?6, context = ?7 \
-         WHERE kind = ?1 AND scope = ?2 AND name = ?3"
-    } else {
-        "INSERT INTO objects (kind, scope, name, version_id, created_wall, created_logical, context) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-    };
-    let changed = conn
-        .prepare_cached(sql)
-        .during(context)?
-        .execute(params![
-            key.kind.as_str(),
-            key.scope.as_str(),
-            key.name.as_str(),
-            version_row,
-            created.wall_ms,
-            created.logical,
-            serde_json::to_string(object_context).map_err(encoding("a version vector"))?,
-        ])
-        .during(context)?;
-    if changed != 1 {
-        return Err(corrupt("objects", key, "version_id", "the object's row was not where it was just read"));
+impl<'c> VersionStatements<'c> {
+    fn prepare(conn: &'c Connection) -> Result<Self, StoreError> {
+        let prepare = |sql: &str| conn.prepare_cached(sql).during("preparing to record versions");
+        Ok(VersionStatements {
+            conn,
+            current: prepare(CURRENT_META_SQL)?,
+            insert_version: prepare(INSERT_VERSION_SQL)?,
+            insert_object: prepare(INSERT_OBJECT_SQL)?,
+            update_object: prepare(UPDATE_OBJECT_SQL)?,
+            insert_event: prepare(INSERT_EVENT_SQL)?,
+        })
     }
-    Ok(())
+
+    /// The current version of `key` without its content (empty labels, null spec): what the
+    /// checks of a local write and the placing of a received version read of the object.
+    fn current(&mut self, key: &ObjectKey) -> Result<Option<StoredObject>, StoreError> {
+        self.current
+            .query_row(params![key.kind.as_str(), key.scope.as_str(), key.name.as_str()], read_object)
+            .optional()
+            .during("reading the current version of an object")?
+            .map(decode_object)
+            .transpose()
+    }
+
+    /// Appends a version to the history and to the change log (received from `from_site`, or
+    /// written here when `None`, accepted at `recorded_ms`) and returns its row id, which is
+    /// its sequence number in the log.
+    fn insert_version(
+        &mut self,
+        key: &ObjectKey,
+        version: &Version,
+        content: &Content,
+        from_site: Option<&SiteId>,
+        recorded_ms: u64,
+    ) -> Result<i64, StoreError> {
+        self.insert_version
+            .execute(params![
+                key.kind.as_str(),
+                key.scope.as_str(),
+                key.name.as_str(),
+                version.hlc.wall_ms,
+                version.hlc.logical,
+                version.origin.as_str(),
+                serde_json::to_string(&version.vv).map_err(encoding("a version vector"))?,
+                version.author,
+                version.content_hash.as_str(),
+                version.deleted,
+                content.labels,
+                content.spec.as_ref(),
+                from_site.map(SiteId::as_str),
+                recorded_ms,
+                content.bytes(),
+            ])
+            .during("inserting a version")?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Makes the version in row `version_row` the object's current version: a new row when
+    /// the object has none yet (`exists` is false), else an update of its row. The caller has
+    /// just read the object's row in the same transaction, so it knows which; a plain `INSERT`
+    /// or `UPDATE` writes one b-tree, where an upsert made SQLite copy every page it touched
+    /// into a statement journal first.
+    fn set_current(
+        &mut self,
+        key: &ObjectKey,
+        exists: bool,
+        version_row: i64,
+        created: Hlc,
+        object_context: &VersionVector,
+    ) -> Result<(), StoreError> {
+        let statement = if exists { &mut self.update_object } else { &mut self.insert_object };
+        let changed = statement
+            .execute(params![
+                key.kind.as_str(),
+                key.scope.as_str(),
+                key.name.as_str(),
+                version_row,
+                created.wall_ms,
+                created.logical,
+                serde_json::to_string(object_context).map_err(encoding("a version vector"))?,
+            ])
+            .during("updating the current version of an object")?;
+        if changed != 1 {
+            return Err(corrupt(
+                "objects",
+                key,
+                "version_id",
+                "the object's row was not where it was just read",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Appends the `write` or `delete` event of a version this site accepted (see
+    /// [`conflicts::version_event`], whose data it writes without building a JSON value).
+    fn version_event(
+        &mut self,
+        key: &ObjectKey,
+        version: &Version,
+        from: Option<&SiteId>,
+        current: bool,
+        at_ms: u64,
+    ) -> Result<u64, StoreError> {
+        let data = conflicts::version_event_data(version, from, current);
+        self.insert_event
+            .execute(params![
+                sql_position(at_ms),
+                conflicts::version_event_kind(version),
+                key.kind.as_str(),
+                key.scope.as_str(),
+                key.name.as_str(),
+                serde_json::to_string(&data).map_err(encoding("event data"))?,
+            ])
+            .during("appending to the event log")?;
+        to_u64("events", "just inserted", "seq", self.conn.last_insert_rowid())
+    }
 }
 
 /// Sets the causal context of an object that keeps its current version.
@@ -1404,20 +1456,17 @@ fn decode_optional_key(
 fn insert_event(conn: &Connection, event: &NewEvent) -> Result<u64, StoreError> {
     let context = "appending to the event log";
     let (kind, scope, name) = key_columns(event.object.as_ref());
-    conn.prepare_cached(
-        "INSERT INTO events (at_ms, kind, object_kind, object_scope, object_name, data) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )
-    .during(context)?
-    .execute(params![
-        sql_position(event.at_ms),
-        event.kind,
-        kind,
-        scope,
-        name,
-        serde_json::to_string(&event.data).map_err(encoding("event data"))?,
-    ])
-    .during(context)?;
+    conn.prepare_cached(INSERT_EVENT_SQL)
+        .during(context)?
+        .execute(params![
+            sql_position(event.at_ms),
+            event.kind,
+            kind,
+            scope,
+            name,
+            serde_json::to_string(&event.data).map_err(encoding("event data"))?,
+        ])
+        .during(context)?;
     to_u64("events", "just inserted", "seq", conn.last_insert_rowid())
 }
 
@@ -1844,10 +1893,11 @@ impl Store for SqliteStore {
         let audit = policy.audit();
         let mut open_conflicts = unresolved_conflicts_exist(&tx)?;
         let mut report = ApplyReport::default();
+        let mut statements = VersionStatements::prepare(&tx)?;
         for remote in versions {
             let (key, version) = (&remote.key, &remote.version);
             let id = version.id();
-            let current = query_current_meta(&tx, key)?;
+            let current = statements.current(key)?;
             // Every version is stored with its object's row, so an object without a row has no
             // version here: only a known object needs the history looked up.
             let duplicate = match &current {
@@ -1874,11 +1924,10 @@ impl Store for SqliteStore {
             };
             let placement = remote::place(current.as_ref(), &held, version, strategy, &rank);
             let content = Content::received(&remote.labels, &remote.spec);
-            let version_row = insert_version(&tx, key, version, &content, Some(from), now_ms)?;
+            let version_row = statements.insert_version(key, version, &content, Some(from), now_ms)?;
             match placement.current {
                 Current::New => {
-                    set_current(
-                        &tx,
+                    statements.set_current(
                         key,
                         current.is_some(),
                         version_row,
@@ -1887,12 +1936,12 @@ impl Store for SqliteStore {
                     )?;
                 }
                 Current::Held(i) if current.as_ref().is_some_and(|c| c.version.id() != held[i].id()) => {
-                    set_current(&tx, key, true, rows[i], placement.created, &placement.context)?;
+                    statements.set_current(key, true, rows[i], placement.created, &placement.context)?;
                 }
                 Current::Held(_) => update_context(&tx, key, &placement.context)?,
             }
             let became_current = placement.becomes_current();
-            insert_event(&tx, &conflicts::version_event(key, version, Some(from), became_current, now_ms))?;
+            statements.version_event(key, version, Some(from), became_current, now_ms)?;
             for &i in &placement.conflicts {
                 let conflict = conflicts::detected(key, version, &held[i], strategy, &rank, now_ms);
                 if insert_conflict(&tx, &conflict)? {
@@ -1919,6 +1968,7 @@ impl Store for SqliteStore {
                 conflicts = placement.conflicts.len(), "applied a remote version"
             );
         }
+        drop(statements);
         save_clock(&tx, clock.last())?;
         report.last_seq = max_seq(&tx)?;
         tx.commit().during("committing a batch")?;

@@ -136,11 +136,11 @@ struct WireHelloRef<'a> {
 }
 
 /// The versions of a batch, serialized as a sequence of [`WireVersion`].
-struct Versions<'a>(&'a [RemoteVersion]);
+struct Versions<'a>(&'a [&'a RemoteVersion]);
 
 impl Serialize for Versions<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(WireVersionRef::of))
+        serializer.collect_seq(self.0.iter().map(|v| WireVersionRef::of(v)))
     }
 }
 
@@ -234,26 +234,49 @@ fn level_from(code: u8) -> Result<Level, DecodeError> {
     })
 }
 
-/// Encodes a batch for the wire. The versions are serialized straight from the batch (the
-/// borrowed [`WireVersionRef`]), into a buffer sized for them, and compressed by this thread's
-/// compressor, which keeps its working memory from one batch to the next.
+/// Encodes a batch for the wire.
 pub fn encode(batch: &Batch) -> Vec<u8> {
-    let scopes: Vec<String> = batch.hello.scopes.iter().map(ToString::to_string).collect();
-    let wire = WireBatchRef {
-        from: batch.from.as_str(),
-        to: batch.to.as_str(),
-        hello: WireHelloRef {
-            site: batch.hello.site.as_str(),
-            scope: batch.hello.scope.as_str(),
-            level: level_code(batch.hello.level),
-            scopes: &scopes,
-            sites: &batch.hello.sites,
-        },
+    let versions: Vec<&RemoteVersion> = batch.versions.iter().collect();
+    let header = Header {
+        from: &batch.from,
+        to: &batch.to,
+        hello: &batch.hello,
         up_to: batch.up_to,
         repair: batch.repair,
-        versions: Versions(&batch.versions),
     };
-    let estimate: usize = batch.versions.iter().map(|v| v.spec.as_str().len() + WIRE_VERSION_OVERHEAD).sum();
+    encode_parts(&header, &versions)
+}
+
+/// A batch's fields but its versions, borrowed.
+pub struct Header<'a> {
+    pub from: &'a SiteId,
+    pub to: &'a SiteId,
+    pub hello: &'a Hello,
+    pub up_to: u64,
+    pub repair: bool,
+}
+
+/// Encodes the batch of `header` and `versions`, the same bytes as [`encode`] of the owned
+/// batch. The versions are serialized straight from where they are (the borrowed
+/// `WireVersionRef`), into a buffer sized for them, and compressed by this thread's
+/// compressor, which keeps its working memory from one batch to the next.
+pub fn encode_parts(header: &Header<'_>, versions: &[&RemoteVersion]) -> Vec<u8> {
+    let scopes: Vec<String> = header.hello.scopes.iter().map(ToString::to_string).collect();
+    let wire = WireBatchRef {
+        from: header.from.as_str(),
+        to: header.to.as_str(),
+        hello: WireHelloRef {
+            site: header.hello.site.as_str(),
+            scope: header.hello.scope.as_str(),
+            level: level_code(header.hello.level),
+            scopes: &scopes,
+            sites: &header.hello.sites,
+        },
+        up_to: header.up_to,
+        repair: header.repair,
+        versions: Versions(versions),
+    };
+    let estimate: usize = versions.iter().map(|v| v.spec.as_str().len() + WIRE_VERSION_OVERHEAD).sum();
     // Serializing plain structs of strings and integers into a Vec cannot fail.
     let raw = postcard::to_extend(&wire, Vec::with_capacity(estimate + 1024)).unwrap_or_default();
     compress(&raw)

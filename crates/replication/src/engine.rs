@@ -3,8 +3,10 @@
 //!
 //! Sending: each link keeps a durable cursor of what its peer acknowledged. A round reads the
 //! next changes the link carries from the change log (`Store::changes_for_link`: no echo, only
-//! scopes the peer holds, superseded rewrites skipped), sends them as encoded batches, and moves
-//! the cursor when the peer acknowledges. Every `frequency` the round also exchanges digests and
+//! scopes the peer holds, superseded rewrites skipped; with several links, from the stretch of
+//! the log they share, read once for all of them: `shared_log`), sends them as encoded
+//! batches, and moves the cursor when the peer acknowledges. The link is up from the first
+//! acknowledgement. Every `frequency` the round also exchanges digests and
 //! re-sends whatever the peer's current versions lack. When a round fails, the link retries with
 //! exponential backoff and full jitter (opportunistic links wait for their next period). Each
 //! link's first round runs as the site starts, so a backlog left in the log by a restart or a
@@ -42,6 +44,7 @@ use crate::backoff::{Backoff, Rng, SplitMix64};
 use crate::codec::{self, Batch, DecodeError, Hello};
 use crate::digest;
 use crate::link::{Direction, LinkConfig, LinkState, Signal, StateInputs, evaluate};
+use crate::shared_log::{LinkFilter, LinkRead, SharedLog, read_alone};
 use crate::transport::{Transport, TransportError};
 use crate::writer::{self, Writer};
 
@@ -212,6 +215,8 @@ struct Prepared {
     hello: Hello,
     count: usize,
     scanned_to: u64,
+    /// The log may hold more for the link after `scanned_to`.
+    more: bool,
     body: Vec<u8>,
 }
 
@@ -252,6 +257,9 @@ struct Inner {
     /// Where local writes go to be committed together; `None` with [`StoreCalls::Inline`],
     /// where a write runs in place.
     writer: Option<Writer>,
+    /// The stretch of the log the links share; `None` with fewer than two links to send on,
+    /// where the link reads alone.
+    shared_log: Option<SharedLog>,
 }
 
 /// The sync engine of one site. Cheap to clone.
@@ -262,6 +270,22 @@ pub struct SyncEngine {
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The peer answered: the link is up (its state says so from now on, not only once the round
+/// ends).
+fn reached(link: &LinkRuntime, mem: &mut LinkMem) {
+    if mem.failures > 0 || !mem.ever_reached {
+        info!(peer = %link.cfg.peer, "link up");
+    }
+    mem.failures = 0;
+    // A round that was in flight when the link was cut does not bring it back: it stays down,
+    // and its time down keeps counting towards isolation.
+    if mem.signal() != Signal::Down {
+        mem.down_since_ms = None;
+    }
+    mem.ever_reached = true;
+    mem.last_error = None;
 }
 
 fn ms(d: Duration) -> u64 {
@@ -357,6 +381,8 @@ impl SyncEngine {
                 }),
             );
         }
+        let sending = links.values().filter(|l| l.cfg.url.is_some()).count();
+        let shared_log = (sending >= 2).then(SharedLog::default);
         let (shutdown, _) = watch::channel(false);
         let writer = match calls {
             StoreCalls::Blocking => {
@@ -377,6 +403,7 @@ impl SyncEngine {
             calls,
             committed: watch::channel(0).0,
             writer,
+            shared_log,
         });
         let mut tasks = Vec::new();
         for link in inner.links.values() {
@@ -990,19 +1017,7 @@ impl Inner {
         let now = self.clock.now_ms();
         let mut mem = lock(&link.mem);
         match result {
-            Ok(()) => {
-                if mem.failures > 0 || !mem.ever_reached {
-                    info!(peer = %link.cfg.peer, "link up");
-                }
-                mem.failures = 0;
-                // A round that was in flight when the link was cut does not bring it back: it
-                // stays down, and its time down keeps counting towards isolation.
-                if mem.signal() != Signal::Down {
-                    mem.down_since_ms = None;
-                }
-                mem.ever_reached = true;
-                mem.last_error = None;
-            }
+            Ok(()) => reached(link, &mut mem),
             Err(err) => {
                 if mem.failures == 0 {
                     warn!(peer = %link.cfg.peer, error = %err, "sync round failed; retrying with backoff");
@@ -1025,7 +1040,6 @@ impl Inner {
     /// dropped: it only reads.
     async fn round(self: &Arc<Self>, link: &Arc<LinkRuntime>) -> Result<(), String> {
         let Some(url) = link.cfg.url.as_deref() else { return Ok(()) };
-        let limit = link.cfg.batch_size;
         let mut ahead: Option<JoinHandle<Result<Prepared, String>>> = None;
         let mut sent = 0;
         for _ in 0..MAX_BATCHES_PER_ROUND {
@@ -1046,7 +1060,7 @@ impl Inner {
                 // peer nothing, and cost this site a durable write of an unchanged cursor.
                 break;
             }
-            if batch.count == limit && self.calls == StoreCalls::Blocking {
+            if batch.more && self.calls == StoreCalls::Blocking {
                 let (inner, link, scopes) = (self.clone(), link.clone(), scopes.clone());
                 let next = batch.scanned_to;
                 ahead = Some(tokio::spawn(async move { inner.prepare(&link, next, scopes).await }));
@@ -1082,7 +1096,7 @@ impl Inner {
             self.blocking(move |s| s.save_link(&record))
                 .await?
                 .map_err(|e| format!("saving the link cursor failed: {e}"))?;
-            if batch.count < limit {
+            if !batch.more {
                 break;
             }
         }
@@ -1103,7 +1117,8 @@ impl Inner {
         Ok(())
     }
 
-    /// Reads the link's next batch from the log after `after` and encodes it.
+    /// Reads the link's next batch from the log after `after` and encodes it. With several
+    /// links, it is taken from the stretch of the log they share ([`SharedLog`]).
     async fn prepare(
         &self,
         link: &LinkRuntime,
@@ -1111,23 +1126,38 @@ impl Inner {
         scopes: Option<BTreeSet<Scope>>,
     ) -> Result<Prepared, String> {
         let hello = self.hello_for(link);
-        let (from, to) = (self.cfg.site.clone(), link.cfg.peer.clone());
-        let query = LinkQuery { after, peer: to.clone(), scopes: scopes.clone() };
-        let limit = link.cfg.batch_size;
-        let sent_hello = hello.clone();
-        let (count, scanned_to, body) = self
+        let (site, peer) = (self.cfg.site.clone(), link.cfg.peer.clone());
+        let limit = link.cfg.batch_size.clamp(1, store::MAX_LINK_BATCH);
+        let shared_log = self.shared_log.clone();
+        let (sent_hello, link_scopes) = (hello.clone(), scopes.clone());
+        let (count, scanned_to, more, body) = self
             .blocking(move |s| {
-                let batch = s.changes_for_link(&query, limit)?;
-                let count = batch.changes.len();
-                let versions = batch.changes.into_iter().map(RemoteVersion::from).collect();
-                let up_to = batch.scanned_to;
-                let body =
-                    codec::encode(&Batch { from, to, hello: sent_hello, up_to, repair: false, versions });
-                Ok::<_, StoreError>((count, up_to, body))
+                let filter = LinkFilter { peer: &peer, scopes: link_scopes.as_ref() };
+                let shared = match &shared_log {
+                    Some(log) => log.read(s, &site, &filter, after, limit)?,
+                    None => None,
+                };
+                let read: LinkRead = match shared {
+                    Some(read) => read,
+                    None => {
+                        let query = LinkQuery { after, peer: peer.clone(), scopes: link_scopes.clone() };
+                        read_alone(s, &query, limit)?
+                    }
+                };
+                let versions: Vec<&RemoteVersion> = read.rows.iter().map(|r| &r.version).collect();
+                let header = codec::Header {
+                    from: &site,
+                    to: &peer,
+                    hello: &sent_hello,
+                    up_to: read.scanned_to,
+                    repair: false,
+                };
+                let body = codec::encode_parts(&header, &versions);
+                Ok::<_, StoreError>((versions.len(), read.scanned_to, read.more, body))
             })
             .await?
             .map_err(|e| format!("reading the change log failed: {e}"))?;
-        Ok(Prepared { after, scopes, hello, count, scanned_to, body })
+        Ok(Prepared { after, scopes, hello, count, scanned_to, more, body })
     }
 
     async fn send(
@@ -1163,7 +1193,9 @@ impl Inner {
             ));
         }
         self.learn(link, &ack.hello).await;
-        lock(&link.mem).sent_bytes += size;
+        let mut mem = lock(&link.mem);
+        mem.sent_bytes += size;
+        reached(link, &mut mem);
         Ok(ack)
     }
 

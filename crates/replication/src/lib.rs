@@ -14,6 +14,7 @@ pub mod codec;
 pub mod digest;
 pub mod engine;
 pub mod link;
+mod shared_log;
 pub mod transport;
 mod writer;
 

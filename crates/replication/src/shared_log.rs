@@ -1,0 +1,407 @@
+//! The change log as a site's links read it: once for all of them.
+//!
+//! Every link of a site walks the same log: a change from the parent goes down every child
+//! link and is stepped over by the upstream one, a change from a child goes up and to no other
+//! child. Read link by link, a site with three links reads every page of the log three times.
+//! [`SharedLog`] keeps the latest stretch of the log in memory, read once by whichever link
+//! reaches its end first; each link then picks what it carries (its scopes, nothing from its
+//! peer) from the stretch, in log order. A link further behind than the stretch reads the log on
+//! its own, as the only link of a site does.
+//!
+//! A batch taken from the stretch is exactly what the link's own read would have returned,
+//! except that a version superseded since the stretch was read may still be in it: the peer
+//! applies it and then the newer one, as it would if the two had been sent a moment apart.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use model::{Scope, SiteId};
+use store::{LinkChange, LinkQuery, RemoteVersion, Store, StoreError};
+
+use crate::engine::lock;
+
+/// The most changes the stretch holds.
+const MAX_ROWS: usize = 8_192;
+/// The most content bytes the stretch holds (it always keeps the latest read, however large).
+const MAX_BYTES: usize = 32 * 1024 * 1024;
+/// The most times one link's read extends the stretch: a link that carries few of the changes
+/// (an upstream link while the parent's changes stream down) steps over at most this many
+/// reads' worth before it sends what it has.
+const MAX_EXTENDS: usize = 8;
+
+/// One change of the log, as a link sends it.
+#[derive(Debug)]
+pub(crate) struct Row {
+    pub seq: u64,
+    /// The neighbour it arrived from; `None` for a write made at this site.
+    pub from: Option<SiteId>,
+    pub version: RemoteVersion,
+}
+
+impl Row {
+    fn of(change: LinkChange) -> Row {
+        Row { seq: change.seq, from: change.from_site.clone(), version: RemoteVersion::from(change) }
+    }
+
+    fn bytes(&self) -> usize {
+        self.version.spec.as_str().len()
+    }
+}
+
+/// What a link sends next: its versions in log order, the log position they bring the peer up
+/// to, and whether the log may hold more after it.
+#[derive(Debug)]
+pub(crate) struct LinkRead {
+    pub rows: Vec<Arc<Row>>,
+    pub scanned_to: u64,
+    pub more: bool,
+}
+
+/// Reads a link's next batch from the log on its own (`Store::changes_for_link`).
+pub(crate) fn read_alone(store: &dyn Store, query: &LinkQuery, limit: usize) -> Result<LinkRead, StoreError> {
+    let batch = store.changes_for_link(query, limit)?;
+    let more = batch.changes.len() >= limit;
+    Ok(LinkRead {
+        rows: batch.changes.into_iter().map(|c| Arc::new(Row::of(c))).collect(),
+        scanned_to: batch.scanned_to,
+        more,
+    })
+}
+
+/// Every change of the log with `lo < seq <= hi` as it was read, superseded ones left out.
+struct Stretch {
+    lo: u64,
+    hi: u64,
+    rows: VecDeque<Arc<Row>>,
+    bytes: usize,
+    /// The last read stopped at its limit: the log may hold more after `hi`.
+    more: bool,
+}
+
+impl Stretch {
+    fn starting_at(at: u64) -> Stretch {
+        Stretch { lo: at, hi: at, rows: VecDeque::new(), bytes: 0, more: true }
+    }
+
+    /// Reads the next `limit` changes after `hi` from the log, and forgets the oldest beyond
+    /// the bounds (never those just read).
+    fn extend(&mut self, store: &dyn Store, site: &SiteId, limit: usize) -> Result<(), StoreError> {
+        // No change arrives from this site itself: naming it as the peer leaves none out.
+        let query = LinkQuery { after: self.hi, peer: site.clone(), scopes: None };
+        let batch = store.changes_for_link(&query, limit)?;
+        let read = batch.changes.len();
+        self.more = read >= limit;
+        for change in batch.changes {
+            let row = Row::of(change);
+            self.bytes += row.bytes();
+            self.rows.push_back(Arc::new(row));
+        }
+        self.hi = self.hi.max(batch.scanned_to);
+        while self.rows.len() > read && (self.rows.len() > MAX_ROWS || self.bytes > MAX_BYTES) {
+            if let Some(old) = self.rows.pop_front() {
+                self.bytes -= old.bytes();
+                self.lo = old.seq;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The stretch of the log a site's links share. Cheap to clone.
+#[derive(Clone, Default)]
+pub(crate) struct SharedLog {
+    stretch: Arc<Mutex<Option<Stretch>>>,
+}
+
+/// Which changes a link carries (the conditions of `Store::changes_for_link`).
+pub(crate) struct LinkFilter<'a> {
+    pub peer: &'a SiteId,
+    /// `None` for every scope.
+    pub scopes: Option<&'a BTreeSet<Scope>>,
+}
+
+impl LinkFilter<'_> {
+    fn carries(&self, row: &Row) -> bool {
+        row.from.as_ref() != Some(self.peer) && self.scopes.is_none_or(|s| s.contains(&row.version.key.scope))
+    }
+}
+
+impl SharedLog {
+    /// The next batch of a link after `after`, `limit` versions at most, from the shared
+    /// stretch; `None` when the link is behind the stretch: it reads alone.
+    pub(crate) fn read(
+        &self,
+        store: &dyn Store,
+        site: &SiteId,
+        filter: &LinkFilter<'_>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<LinkRead>, StoreError> {
+        let mut guard = lock(&self.stretch);
+        let stretch = match guard.as_mut() {
+            Some(s) if after < s.lo => return Ok(None),
+            Some(s) if after <= s.hi => s,
+            // Ahead of the stretch (or the first read): it starts again here.
+            _ => guard.insert(Stretch::starting_at(after)),
+        };
+        let mut rows = Vec::new();
+        let mut at = after;
+        let (mut extends, mut caught_up) = (0, false);
+        loop {
+            let start = stretch.rows.partition_point(|r| r.seq <= at);
+            for row in stretch.rows.range(start..) {
+                if rows.len() == limit {
+                    // Full: the batch ends at its last change, and the log holds more.
+                    return Ok(Some(LinkRead { rows, scanned_to: at, more: true }));
+                }
+                if filter.carries(row) {
+                    rows.push(row.clone());
+                }
+                at = row.seq;
+            }
+            // Every change up to the end of the stretch is stepped over or taken.
+            at = stretch.hi;
+            if caught_up {
+                return Ok(Some(LinkRead { rows, scanned_to: at, more: false }));
+            }
+            if rows.len() == limit || extends == MAX_EXTENDS {
+                return Ok(Some(LinkRead { rows, scanned_to: at, more: true }));
+            }
+            // The end of the stretch: whatever was committed since is read once, here, for
+            // every link that reaches it.
+            stretch.extend(store, site, limit)?;
+            extends += 1;
+            caught_up = !stretch.more;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use model::{ContentHash, Hlc, Kind, ObjectKey, ObjectName, SpecText, Version, VersionVector};
+    use store::{LastWriteWins, LocalWrite, SqliteStore};
+
+    use super::*;
+
+    fn id(s: &str) -> SiteId {
+        SiteId::new(s).expect("a site id")
+    }
+
+    fn scope(s: &str) -> Scope {
+        Scope::new(s).expect("a scope")
+    }
+
+    fn key(scope_name: &str, name: &str) -> ObjectKey {
+        ObjectKey::new(Kind::Policy, scope(scope_name), ObjectName::new(name).expect("a name"))
+    }
+
+    /// A version of `key` as `origin` stamped it at `wall`.
+    fn remote(key: &ObjectKey, origin: &SiteId, wall: u64) -> RemoteVersion {
+        let labels = BTreeMap::new();
+        let spec = serde_json::json!({ "wall": wall });
+        let mut vv = VersionVector::new();
+        vv.increment(origin);
+        let version = Version {
+            hlc: Hlc::new(wall, 0),
+            origin: origin.clone(),
+            vv,
+            author: format!("operator@{origin}"),
+            content_hash: ContentHash::of(key, &labels, &spec, false),
+            deleted: false,
+        };
+        RemoteVersion { key: key.clone(), version, labels, spec: SpecText::of(&spec) }
+    }
+
+    /// A region's store holding, in a shuffled order: its own writes and the global site's in
+    /// the ancestry, changes from each edge zone in its own scope (and a few from a2 in the
+    /// region's), and the global site's writes into each edge zone's scope.
+    fn region_log(dir: &std::path::Path) -> SqliteStore {
+        let region = id("region-a-control");
+        let store = SqliteStore::open(&dir.join("region.db"), region, 60_000).expect("the store opens");
+        let (global, a1, a2) = (id("global-control"), id("edge-zone-a1"), id("edge-zone-a2"));
+        let now = 1_700_000_000_000;
+        for i in 0..120u64 {
+            let name = format!("p-{i:03}");
+            match i % 6 {
+                0 | 3 => {
+                    let v = remote(&key("global", &name), &global, now + i);
+                    store.apply_remote(&global, &[v], now + i, &LastWriteWins).expect("applies");
+                }
+                1 => {
+                    let v = remote(&key("edge-zone-a1", &name), &a1, now + i);
+                    store.apply_remote(&a1, &[v], now + i, &LastWriteWins).expect("applies");
+                }
+                2 => {
+                    let v = remote(&key("edge-zone-a2", &name), &global, now + i);
+                    store.apply_remote(&global, &[v], now + i, &LastWriteWins).expect("applies");
+                }
+                4 => {
+                    // Some in the region's scope: relayed up from a2, due to a1 but not back.
+                    let at = if i % 12 == 4 { "region-a" } else { "edge-zone-a2" };
+                    let v = remote(&key(at, &name), &a2, now + i);
+                    store.apply_remote(&a2, &[v], now + i, &LastWriteWins).expect("applies");
+                }
+                _ => {
+                    store
+                        .write(LocalWrite {
+                            key: key("region-a", &name),
+                            labels: BTreeMap::new(),
+                            spec: serde_json::json!({ "i": i }),
+                            deleted: false,
+                            author: "operator".into(),
+                            precondition: None,
+                            now_ms: now + i,
+                        })
+                        .expect("a local write");
+                }
+            }
+        }
+        store
+    }
+
+    /// The scopes a region's link to `edge` carries.
+    fn link_scopes(edge: &str) -> BTreeSet<Scope> {
+        [scope("global"), scope("region-a"), scope(edge)].into()
+    }
+
+    /// The region's three links: to its parent (every scope) and to its two edge zones.
+    fn links() -> Vec<(SiteId, Option<BTreeSet<Scope>>)> {
+        vec![
+            (id("global-control"), None),
+            (id("edge-zone-a1"), Some(link_scopes("edge-zone-a1"))),
+            (id("edge-zone-a2"), Some(link_scopes("edge-zone-a2"))),
+        ]
+    }
+
+    /// Every batch a link sends from `after` 0 until it is caught up: its sequence numbers.
+    fn drain(mut next: impl FnMut(u64) -> LinkRead) -> Vec<Vec<u64>> {
+        let (mut after, mut batches) = (0, Vec::new());
+        for _ in 0..1_000 {
+            let read = next(after);
+            assert!(read.scanned_to >= after, "a batch never moves the cursor back");
+            batches.push(read.rows.iter().map(|r| r.seq).collect());
+            after = read.scanned_to;
+            if !read.more {
+                return batches;
+            }
+        }
+        panic!("the link never caught up");
+    }
+
+    fn seqs(batches: &[Vec<u64>]) -> Vec<u64> {
+        batches.iter().flatten().copied().collect()
+    }
+
+    #[test]
+    fn links_sharing_the_log_are_sent_what_each_would_read_alone() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = region_log(dir.path());
+        let site = id("region-a-control");
+        for limit in [1, 4, 7, 50, 1_000] {
+            let alone: Vec<Vec<u64>> = links()
+                .iter()
+                .map(|(peer, scopes)| {
+                    seqs(&drain(|after| {
+                        let query = LinkQuery { after, peer: peer.clone(), scopes: scopes.clone() };
+                        read_alone(&store, &query, limit).expect("reads")
+                    }))
+                })
+                .collect();
+            // The three links take turns, each a batch at a time, on one shared log.
+            let log = SharedLog::default();
+            let links = links();
+            let mut cursors = vec![(0u64, true, Vec::new()); links.len()];
+            for _ in 0..10_000 {
+                let mut any = false;
+                for ((peer, scopes), (after, more, sent)) in links.iter().zip(cursors.iter_mut()) {
+                    if !*more {
+                        continue;
+                    }
+                    any = true;
+                    let filter = LinkFilter { peer, scopes: scopes.as_ref() };
+                    let read = log.read(&store, &site, &filter, *after, limit).expect("reads");
+                    let read = read.expect("no link falls behind the stretch here");
+                    assert!(read.rows.len() <= limit, "a batch over {limit}");
+                    assert!(read.scanned_to >= *after);
+                    sent.extend(read.rows.iter().map(|r| r.seq));
+                    (*after, *more) = (read.scanned_to, read.more);
+                }
+                if !any {
+                    break;
+                }
+            }
+            for (((peer, _), (_, more, sent)), alone) in links.iter().zip(&cursors).zip(&alone) {
+                assert!(!more, "{peer} caught up");
+                assert_eq!(sent, alone, "{peer}, batches of {limit}");
+                assert!(!sent.is_empty(), "{peer}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_link_is_never_sent_back_what_came_from_it_nor_a_scope_it_does_not_carry() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = region_log(dir.path());
+        let site = id("region-a-control");
+        let log = SharedLog::default();
+        // a1 is sent a2's change in the region's scope; a2 the parent's changes in its own.
+        let expected = [
+            ("edge-zone-a1", "edge-zone-a2", BTreeSet::from(["global", "region-a"])),
+            ("edge-zone-a2", "edge-zone-a1", BTreeSet::from(["edge-zone-a2", "global", "region-a"])),
+        ];
+        for (edge, other, carried) in expected {
+            let (peer, scopes) = (id(edge), link_scopes(edge));
+            let filter = LinkFilter { peer: &peer, scopes: Some(&scopes) };
+            let read = log.read(&store, &site, &filter, 0, 1_000).expect("reads").expect("a stretch");
+            assert!(!read.more);
+            for row in &read.rows {
+                assert_ne!(row.from.as_ref(), Some(&peer), "{edge}: {row:?}");
+                assert_ne!(row.version.key.scope.as_str(), other, "{edge}: {row:?}");
+            }
+            let scopes: BTreeSet<&str> = read.rows.iter().map(|r| r.version.key.scope.as_str()).collect();
+            assert_eq!(scopes, carried, "{edge}");
+        }
+        let a2 = id("edge-zone-a2");
+        let filter = LinkFilter { peer: &id("edge-zone-a1"), scopes: Some(&link_scopes("edge-zone-a1")) };
+        let read = log.read(&store, &site, &filter, 0, 1_000).expect("reads").expect("a stretch");
+        assert!(read.rows.iter().any(|r| r.from.as_ref() == Some(&a2)), "a2's change in the region's scope");
+    }
+
+    #[test]
+    fn a_link_behind_the_shared_stretch_reads_alone() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = region_log(dir.path());
+        let site = id("region-a-control");
+        let (a1, a2) = (id("edge-zone-a1"), id("edge-zone-a2"));
+        let log = SharedLog::default();
+        let ahead = LinkFilter { peer: &a1, scopes: None };
+        assert!(log.read(&store, &site, &ahead, 60, 10).expect("reads").is_some());
+        let behind = LinkFilter { peer: &a2, scopes: None };
+        assert!(log.read(&store, &site, &behind, 10, 10).expect("reads").is_none());
+        let read = log.read(&store, &site, &behind, 60, 10).expect("reads").expect("from the stretch");
+        assert!(read.rows.iter().all(|r| r.seq > 60));
+    }
+
+    #[test]
+    fn a_change_committed_after_the_stretch_was_read_is_read_by_the_next_link_to_reach_it() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = region_log(dir.path());
+        let site = id("region-a-control");
+        let (a1, a2, global) = (id("edge-zone-a1"), id("edge-zone-a2"), id("global-control"));
+        let log = SharedLog::default();
+        let first = LinkFilter { peer: &a1, scopes: None };
+        let before = log.read(&store, &site, &first, 0, 1_000).expect("reads").expect("a stretch");
+        assert!(!before.more);
+        let late = remote(&key("global", "late"), &global, 1_800_000_000_000);
+        store
+            .apply_remote(&global, std::slice::from_ref(&late), 1_800_000_000_000, &LastWriteWins)
+            .expect("applies");
+        let second = LinkFilter { peer: &a2, scopes: None };
+        let after = log.read(&store, &site, &second, 0, 1_000).expect("reads").expect("from the stretch");
+        assert!(before.rows.iter().all(|r| r.version.key != late.key));
+        assert_eq!(after.rows.last().map(|r| r.version.key.clone()), Some(late.key));
+        assert!(after.scanned_to > before.scanned_to);
+    }
+}

@@ -44,7 +44,7 @@ use crate::backoff::{Backoff, Rng, SplitMix64};
 use crate::codec::{self, Batch, DecodeError, Hello};
 use crate::digest;
 use crate::link::{Direction, LinkConfig, LinkState, Signal, StateInputs, evaluate};
-use crate::shared_log::{LinkFilter, LinkRead, SharedLog, read_alone};
+use crate::shared_log::{LinkFilter, LinkRead, SharedLog, Unwanted, read_alone};
 use crate::transport::{Transport, TransportError};
 use crate::writer::{self, Writer};
 
@@ -937,6 +937,32 @@ impl Inner {
         }
     }
 
+    /// What none of this site's sending links carries: a child's changes in the scopes only its
+    /// own link carries. Nothing when a link carries every scope (the upstream one).
+    fn unwanted(&self) -> Unwanted {
+        let sending: Vec<(&SiteId, Option<BTreeSet<Scope>>)> = self
+            .links
+            .values()
+            .filter(|l| l.cfg.url.is_some())
+            .map(|l| (&l.cfg.peer, self.link_scopes(l)))
+            .collect();
+        if sending.iter().any(|(_, scopes)| scopes.is_none()) {
+            return Vec::new();
+        }
+        sending
+            .iter()
+            .filter_map(|(peer, scopes)| {
+                let mut own = scopes.clone()?;
+                for (other, theirs) in &sending {
+                    if other != peer {
+                        own.retain(|s| !theirs.iter().flatten().any(|t| t == s));
+                    }
+                }
+                (!own.is_empty()).then(|| ((*peer).clone(), own))
+            })
+            .collect()
+    }
+
     /// The scopes both ends of a link hold: what a digest exchange compares.
     fn shared_scopes(&self, link: &LinkRuntime) -> BTreeSet<Scope> {
         match link.cfg.direction {
@@ -1129,12 +1155,13 @@ impl Inner {
         let (site, peer) = (self.cfg.site.clone(), link.cfg.peer.clone());
         let limit = link.cfg.batch_size.clamp(1, store::MAX_LINK_BATCH);
         let shared_log = self.shared_log.clone();
+        let unwanted = if shared_log.is_some() { self.unwanted() } else { Vec::new() };
         let (sent_hello, link_scopes) = (hello.clone(), scopes.clone());
         let (count, scanned_to, more, body) = self
             .blocking(move |s| {
                 let filter = LinkFilter { peer: &peer, scopes: link_scopes.as_ref() };
                 let shared = match &shared_log {
-                    Some(log) => log.read(s, &site, &filter, after, limit)?,
+                    Some(log) => log.read(s, &site, &unwanted, &filter, after, limit)?,
                     None => None,
                 };
                 let read: LinkRead = match shared {

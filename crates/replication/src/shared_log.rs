@@ -68,8 +68,10 @@ pub(crate) fn read_alone(store: &dyn Store, query: &LinkQuery, limit: usize) -> 
     })
 }
 
-/// Every change of the log with `lo < seq <= hi` as it was read, superseded ones left out.
+/// Every change of the log with `lo < seq <= hi` as it was read, superseded ones left out, and
+/// those no link carries (`unwanted`) perhaps too.
 struct Stretch {
+    unwanted: Unwanted,
     lo: u64,
     hi: u64,
     rows: VecDeque<Arc<Row>>,
@@ -79,8 +81,8 @@ struct Stretch {
 }
 
 impl Stretch {
-    fn starting_at(at: u64) -> Stretch {
-        Stretch { lo: at, hi: at, rows: VecDeque::new(), bytes: 0, more: true }
+    fn starting_at(at: u64, unwanted: &Unwanted) -> Stretch {
+        Stretch { unwanted: unwanted.clone(), lo: at, hi: at, rows: VecDeque::new(), bytes: 0, more: true }
     }
 
     /// Reads the next `limit` changes after `hi` from the log, and forgets the oldest beyond
@@ -88,7 +90,7 @@ impl Stretch {
     fn extend(&mut self, store: &dyn Store, site: &SiteId, limit: usize) -> Result<(), StoreError> {
         // No change arrives from this site itself: naming it as the peer leaves none out.
         let query = LinkQuery { after: self.hi, peer: site.clone(), scopes: None };
-        let batch = store.changes_for_link(&query, limit)?;
+        let batch = store.changes_for_links(&query, &self.unwanted, limit)?;
         let read = batch.changes.len();
         self.more = read >= limit;
         for change in batch.changes {
@@ -106,6 +108,9 @@ impl Stretch {
         Ok(())
     }
 }
+
+/// Changes from these peers in these scopes, which none of a site's links carries.
+pub(crate) type Unwanted = Vec<(SiteId, BTreeSet<Scope>)>;
 
 /// The stretch of the log a site's links share. Cheap to clone.
 #[derive(Clone, Default)]
@@ -128,26 +133,36 @@ impl LinkFilter<'_> {
 
 impl SharedLog {
     /// The next batch of a link after `after`, `limit` versions at most, from the shared
-    /// stretch; `None` when the link is behind the stretch: it reads alone.
+    /// stretch; `None` when the link is behind the stretch: it reads alone. `unwanted` is what
+    /// no link of the site carries now: a stretch read with other conditions starts again.
     pub(crate) fn read(
         &self,
         store: &dyn Store,
         site: &SiteId,
+        unwanted: &Unwanted,
         filter: &LinkFilter<'_>,
         after: u64,
         limit: usize,
     ) -> Result<Option<LinkRead>, StoreError> {
-        let mut guard = lock(&self.stretch);
-        let stretch = match guard.as_mut() {
-            Some(s) if after < s.lo => return Ok(None),
-            Some(s) if after <= s.hi => s,
-            // Ahead of the stretch (or the first read): it starts again here.
-            _ => guard.insert(Stretch::starting_at(after)),
-        };
         let mut rows = Vec::new();
         let mut at = after;
-        let (mut extends, mut caught_up) = (0, false);
+        let mut extends = 0;
         loop {
+            // The lock is taken for each step and released between them, so that a link
+            // stepping over many changes it does not carry (an upstream link while its parent's
+            // changes stream down) lets the others take theirs as soon as each read is in.
+            let mut guard = lock(&self.stretch);
+            let stretch = match guard.as_mut() {
+                Some(s) if s.unwanted == *unwanted && at < s.lo && extends == 0 => return Ok(None),
+                // Forgotten under this link while it was stepping: what it has so far.
+                Some(s) if s.unwanted == *unwanted && at < s.lo => {
+                    return Ok(Some(LinkRead { rows, scanned_to: at, more: true }));
+                }
+                Some(s) if s.unwanted == *unwanted && at <= s.hi => s,
+                // Ahead of the stretch, the first read, or the links' scopes changed: it starts
+                // again here.
+                _ => guard.insert(Stretch::starting_at(at, unwanted)),
+            };
             let start = stretch.rows.partition_point(|r| r.seq <= at);
             for row in stretch.rows.range(start..) {
                 if rows.len() == limit {
@@ -161,7 +176,8 @@ impl SharedLog {
             }
             // Every change up to the end of the stretch is stepped over or taken.
             at = stretch.hi;
-            if caught_up {
+            if extends > 0 && !stretch.more {
+                // The last read of the log, this link's or another's since, found its end here.
                 return Ok(Some(LinkRead { rows, scanned_to: at, more: false }));
             }
             if rows.len() == limit || extends == MAX_EXTENDS {
@@ -171,7 +187,6 @@ impl SharedLog {
             // every link that reaches it.
             stretch.extend(store, site, limit)?;
             extends += 1;
-            caught_up = !stretch.more;
         }
     }
 }
@@ -321,7 +336,7 @@ mod tests {
                     }
                     any = true;
                     let filter = LinkFilter { peer, scopes: scopes.as_ref() };
-                    let read = log.read(&store, &site, &filter, *after, limit).expect("reads");
+                    let read = log.read(&store, &site, &Vec::new(), &filter, *after, limit).expect("reads");
                     let read = read.expect("no link falls behind the stretch here");
                     assert!(read.rows.len() <= limit, "a batch over {limit}");
                     assert!(read.scanned_to >= *after);
@@ -354,7 +369,8 @@ mod tests {
         for (edge, other, carried) in expected {
             let (peer, scopes) = (id(edge), link_scopes(edge));
             let filter = LinkFilter { peer: &peer, scopes: Some(&scopes) };
-            let read = log.read(&store, &site, &filter, 0, 1_000).expect("reads").expect("a stretch");
+            let read =
+                log.read(&store, &site, &Vec::new(), &filter, 0, 1_000).expect("reads").expect("a stretch");
             assert!(!read.more);
             for row in &read.rows {
                 assert_ne!(row.from.as_ref(), Some(&peer), "{edge}: {row:?}");
@@ -365,8 +381,67 @@ mod tests {
         }
         let a2 = id("edge-zone-a2");
         let filter = LinkFilter { peer: &id("edge-zone-a1"), scopes: Some(&link_scopes("edge-zone-a1")) };
-        let read = log.read(&store, &site, &filter, 0, 1_000).expect("reads").expect("a stretch");
+        let read =
+            log.read(&store, &site, &Vec::new(), &filter, 0, 1_000).expect("reads").expect("a stretch");
         assert!(read.rows.iter().any(|r| r.from.as_ref() == Some(&a2)), "a2's change in the region's scope");
+    }
+
+    /// The changes a child sent in its own scope, which only its link carries: what a site
+    /// without a parent leaves out of the shared stretch.
+    fn unwanted_at_the_top() -> Unwanted {
+        vec![
+            (id("edge-zone-a1"), [scope("edge-zone-a1")].into()),
+            (id("edge-zone-a2"), [scope("edge-zone-a2")].into()),
+        ]
+    }
+
+    #[test]
+    fn the_store_leaves_out_what_no_link_carries_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = region_log(dir.path());
+        let site = id("region-a-control");
+        let query = LinkQuery { after: 0, peer: site.clone(), scopes: None };
+        let all = store.changes_for_link(&query, 1_000).expect("reads");
+        let some = store.changes_for_links(&query, &unwanted_at_the_top(), 1_000).expect("reads");
+        let left_out = |c: &LinkChange| {
+            let from = c.from_site.as_ref().map(SiteId::as_str);
+            (from == Some("edge-zone-a1") && c.key.scope.as_str() == "edge-zone-a1")
+                || (from == Some("edge-zone-a2") && c.key.scope.as_str() == "edge-zone-a2")
+        };
+        let expected: Vec<u64> = all.changes.iter().filter(|c| !left_out(c)).map(|c| c.seq).collect();
+        let got: Vec<u64> = some.changes.iter().map(|c| c.seq).collect();
+        assert_eq!(got, expected);
+        assert!(got.len() < all.changes.len(), "some were left out");
+        assert!(some.changes.iter().any(|c| c.from_site.is_none()), "this site's own writes stay");
+        assert!(
+            some.changes.iter().any(|c| c.key.scope.as_str() == "edge-zone-a2"),
+            "the parent's changes in a child's scope stay"
+        );
+        let five = store.changes_for_links(&query, &unwanted_at_the_top(), 5).expect("reads");
+        assert_eq!(five.changes.len(), 5, "the limit counts what is returned");
+        assert_eq!(five.scanned_to, expected[4]);
+    }
+
+    #[test]
+    fn children_of_a_site_without_a_parent_are_sent_what_each_would_read_alone() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = region_log(dir.path());
+        let site = id("region-a-control");
+        let children: Vec<(SiteId, BTreeSet<Scope>)> =
+            ["edge-zone-a1", "edge-zone-a2"].into_iter().map(|edge| (id(edge), link_scopes(edge))).collect();
+        let log = SharedLog::default();
+        let unwanted = unwanted_at_the_top();
+        for (peer, scopes) in &children {
+            let alone = seqs(&drain(|after| {
+                let query = LinkQuery { after, peer: peer.clone(), scopes: Some(scopes.clone()) };
+                read_alone(&store, &query, 7).expect("reads")
+            }));
+            let filter = LinkFilter { peer, scopes: Some(scopes) };
+            let shared = seqs(&drain(|after| {
+                log.read(&store, &site, &unwanted, &filter, after, 7).expect("reads").expect("a stretch")
+            }));
+            assert_eq!(shared, alone, "{peer}");
+        }
     }
 
     #[test]
@@ -377,10 +452,11 @@ mod tests {
         let (a1, a2) = (id("edge-zone-a1"), id("edge-zone-a2"));
         let log = SharedLog::default();
         let ahead = LinkFilter { peer: &a1, scopes: None };
-        assert!(log.read(&store, &site, &ahead, 60, 10).expect("reads").is_some());
+        assert!(log.read(&store, &site, &Vec::new(), &ahead, 60, 10).expect("reads").is_some());
         let behind = LinkFilter { peer: &a2, scopes: None };
-        assert!(log.read(&store, &site, &behind, 10, 10).expect("reads").is_none());
-        let read = log.read(&store, &site, &behind, 60, 10).expect("reads").expect("from the stretch");
+        assert!(log.read(&store, &site, &Vec::new(), &behind, 10, 10).expect("reads").is_none());
+        let read =
+            log.read(&store, &site, &Vec::new(), &behind, 60, 10).expect("reads").expect("from the stretch");
         assert!(read.rows.iter().all(|r| r.seq > 60));
     }
 
@@ -392,14 +468,18 @@ mod tests {
         let (a1, a2, global) = (id("edge-zone-a1"), id("edge-zone-a2"), id("global-control"));
         let log = SharedLog::default();
         let first = LinkFilter { peer: &a1, scopes: None };
-        let before = log.read(&store, &site, &first, 0, 1_000).expect("reads").expect("a stretch");
+        let before =
+            log.read(&store, &site, &Vec::new(), &first, 0, 1_000).expect("reads").expect("a stretch");
         assert!(!before.more);
         let late = remote(&key("global", "late"), &global, 1_800_000_000_000);
         store
             .apply_remote(&global, std::slice::from_ref(&late), 1_800_000_000_000, &LastWriteWins)
             .expect("applies");
         let second = LinkFilter { peer: &a2, scopes: None };
-        let after = log.read(&store, &site, &second, 0, 1_000).expect("reads").expect("from the stretch");
+        let after = log
+            .read(&store, &site, &Vec::new(), &second, 0, 1_000)
+            .expect("reads")
+            .expect("from the stretch");
         assert!(before.rows.iter().all(|r| r.version.key != late.key));
         assert_eq!(after.rows.last().map(|r| r.version.key.clone()), Some(late.key));
         assert!(after.scanned_to > before.scanned_to);

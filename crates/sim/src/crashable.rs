@@ -139,6 +139,15 @@ impl Store for CrashableStore {
         self.point.pass()?;
         self.inner.changes_for_link(query, limit)
     }
+    fn changes_for_links(
+        &self,
+        query: &LinkQuery,
+        unwanted: &[(SiteId, BTreeSet<Scope>)],
+        limit: usize,
+    ) -> Result<LinkBatch, StoreError> {
+        self.point.pass()?;
+        self.inner.changes_for_links(query, unwanted, limit)
+    }
     fn current_for_link(&self, keys: &[ObjectKey], through: u64) -> Result<Vec<RemoteVersion>, StoreError> {
         self.point.pass()?;
         self.inner.current_for_link(keys, through)

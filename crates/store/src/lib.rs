@@ -289,6 +289,21 @@ pub trait Store: Send + Sync {
     /// up to `scanned_to`, even when every change on the way was skipped.
     fn changes_for_link(&self, query: &LinkQuery, limit: usize) -> Result<LinkBatch, StoreError>;
 
+    /// [`Store::changes_for_link`], leaving out besides the changes that arrived from a peer of
+    /// `unwanted` in one of its scopes: what a site's links read together when no link carries
+    /// those (a child's changes in its own subtree, which go up, but the site has no parent).
+    /// Leaving them out is only a saving: a store may return them (the default does), and
+    /// `limit` and `scanned_to` count what is returned.
+    fn changes_for_links(
+        &self,
+        query: &LinkQuery,
+        unwanted: &[(SiteId, BTreeSet<Scope>)],
+        limit: usize,
+    ) -> Result<LinkBatch, StoreError> {
+        let _ = unwanted;
+        self.changes_for_link(query, limit)
+    }
+
     /// The current versions (tombstones included) of these objects, as a link sends them: the
     /// content as stored, byte for byte (a digest exchange repairs a peer with them). Objects
     /// this site does not hold are left out, and so are those whose current version comes after

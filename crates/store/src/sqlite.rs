@@ -1976,6 +1976,15 @@ impl Store for SqliteStore {
     }
 
     fn changes_for_link(&self, query: &LinkQuery, limit: usize) -> Result<LinkBatch, StoreError> {
+        self.changes_for_links(query, &[], limit)
+    }
+
+    fn changes_for_links(
+        &self,
+        query: &LinkQuery,
+        unwanted: &[(SiteId, BTreeSet<Scope>)],
+        limit: usize,
+    ) -> Result<LinkBatch, StoreError> {
         let limit = link_limit(limit);
         let mut conn = self.reader();
         // One snapshot, so the end of the log and the changes read agree.
@@ -1984,7 +1993,14 @@ impl Store for SqliteStore {
         if end <= query.after {
             return Ok(LinkBatch { changes: Vec::new(), scanned_to: query.after });
         }
-        let (conditions, args) = link_conditions(query, sql_position(end))?;
+        let (mut conditions, mut args) = link_conditions(query, sql_position(end))?;
+        for (peer, scopes) in unwanted.iter().filter(|(_, scopes)| !scopes.is_empty()) {
+            conditions.push_str(
+                " AND NOT (v.from_site IS NOT NULL AND v.from_site = ? AND v.scope IN (SELECT value FROM json_each(?)))",
+            );
+            args.push(SqlValue::Text(peer.to_string()));
+            args.push(SqlValue::Text(scopes_json(scopes)?));
+        }
         // SQLite walks the log in seq order and stops at the limit: at most `limit` changes are
         // ever in memory, however many it steps over.
         let changes = query_all(

@@ -28,14 +28,17 @@ pub const DEADLINE: Duration = Duration::from_secs(900);
 pub fn payload(seed: u64) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..1000)
+    let bytes: Vec<u8> = (0..1000)
         .map(|_| {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            char::from(ALPHABET[(state % 64) as usize])
+            ALPHABET[(state % 64) as usize]
         })
-        .collect()
+        .collect();
+    // Built as bytes, not chars (the clients share the machine with the servers they measure);
+    // every byte is from the ASCII alphabet above.
+    String::from_utf8(bytes).unwrap_or_default()
 }
 
 /// The object's content as both systems store it: `{"payload": "<1000 characters>"}`.

@@ -940,22 +940,20 @@ impl Inner {
     /// What none of this site's sending links carries: a child's changes in the scopes only its
     /// own link carries. Nothing when a link carries every scope (the upstream one).
     fn unwanted(&self) -> Unwanted {
-        let sending: Vec<(&SiteId, Option<BTreeSet<Scope>>)> = self
-            .links
-            .values()
-            .filter(|l| l.cfg.url.is_some())
-            .map(|l| (&l.cfg.peer, self.link_scopes(l)))
-            .collect();
-        if sending.iter().any(|(_, scopes)| scopes.is_none()) {
+        let sending = || self.links.values().filter(|l| l.cfg.url.is_some());
+        if sending().any(|l| l.cfg.direction == Direction::Upstream) {
             return Vec::new();
         }
-        sending
+        // Every sending link is a child's: each carries a set of scopes.
+        let carried: Vec<(&SiteId, BTreeSet<Scope>)> =
+            sending().map(|l| (&l.cfg.peer, self.link_scopes(l).unwrap_or_default())).collect();
+        carried
             .iter()
             .filter_map(|(peer, scopes)| {
-                let mut own = scopes.clone()?;
-                for (other, theirs) in &sending {
+                let mut own = scopes.clone();
+                for (other, theirs) in &carried {
                     if other != peer {
-                        own.retain(|s| !theirs.iter().flatten().any(|t| t == s));
+                        own.retain(|s| !theirs.contains(s));
                     }
                 }
                 (!own.is_empty()).then(|| ((*peer).clone(), own))

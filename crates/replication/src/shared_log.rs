@@ -39,8 +39,9 @@ pub(crate) struct Row {
 }
 
 impl Row {
-    fn of(change: LinkChange) -> Row {
-        Row { seq: change.seq, from: change.from_site.clone(), version: RemoteVersion::from(change) }
+    fn of(mut change: LinkChange) -> Row {
+        let from = change.from_site.take();
+        Row { seq: change.seq, from, version: RemoteVersion::from(change) }
     }
 
     fn bytes(&self) -> usize {

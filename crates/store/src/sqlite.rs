@@ -1995,6 +1995,8 @@ impl Store for SqliteStore {
         }
         let (mut conditions, mut args) = link_conditions(query, sql_position(end))?;
         for (peer, scopes) in unwanted.iter().filter(|(_, scopes)| !scopes.is_empty()) {
+            // `IS NOT NULL` first: for a local write `from_site = ?` is NULL, and `NOT (NULL ...)`
+            // would leave the write out.
             conditions.push_str(
                 " AND NOT (v.from_site IS NOT NULL AND v.from_site = ? AND v.scope IN (SELECT value FROM json_each(?)))",
             );

@@ -171,6 +171,24 @@ pub struct StoredObject {
 impl StoredObject {
     /// The document an operator reads back, with the server's fields under `metadata`.
     pub fn to_document(&self) -> ObjectDocument {
+        self.document(self.labels.clone(), self.version.author.clone(), self.spec.clone())
+    }
+
+    /// [`StoredObject::to_document`], moving the content instead of copying it (an answer to a
+    /// write or a read, which has no further use for the object).
+    pub fn into_document(mut self) -> ObjectDocument {
+        let labels = std::mem::take(&mut self.labels);
+        let author = std::mem::take(&mut self.version.author);
+        let spec = self.spec.take();
+        self.document(labels, author, spec)
+    }
+
+    fn document(
+        &self,
+        labels: BTreeMap<String, String>,
+        author: String,
+        spec: serde_json::Value,
+    ) -> ObjectDocument {
         let v = &self.version;
         ObjectDocument {
             api_version: API_VERSION.to_owned(),
@@ -178,17 +196,17 @@ impl StoredObject {
             metadata: DocumentMetadata {
                 name: self.key.name.to_string(),
                 scope: self.key.scope.to_string(),
-                labels: self.labels.clone(),
+                labels,
                 version: Some(v.id().to_string()),
                 origin: Some(v.origin.to_string()),
-                author: Some(v.author.clone()),
+                author: Some(author),
                 created_at: Some(format_rfc3339_millis(self.created.wall_ms)),
                 updated_at: Some(format_rfc3339_millis(v.hlc.wall_ms)),
                 version_vector: Some(self.context.entries().map(|(s, c)| (s.to_string(), c)).collect()),
                 content_hash: Some(v.content_hash.to_string()),
                 deleted: v.deleted.then_some(true),
             },
-            spec: self.spec.clone(),
+            spec,
         }
     }
 }
@@ -255,5 +273,36 @@ mod tests {
         d.metadata.name = "a".into();
         d.kind = "Widget".into();
         assert!(d.validate().unwrap_err().to_string().contains("unknown kind `Widget`"));
+    }
+
+    #[test]
+    fn a_document_moved_out_of_an_object_is_the_one_copied_from_it() {
+        let site = crate::SiteId::new("region-a-control").unwrap();
+        let key =
+            ObjectKey::new(Kind::Policy, Scope::new("region-a").unwrap(), ObjectName::new("p").unwrap());
+        let labels = BTreeMap::from([("team".to_owned(), "edge".to_owned())]);
+        let spec = serde_json::json!({ "maxUnavailable": 2 });
+        let mut vv = VersionVector::new();
+        vv.increment(&site);
+        let object = StoredObject {
+            version: Version {
+                hlc: Hlc::new(1_790_000_000_123, 4),
+                origin: site,
+                vv: vv.clone(),
+                author: "alice".into(),
+                content_hash: crate::ContentHash::of(&key, &labels, &spec, false),
+                deleted: false,
+            },
+            key,
+            labels,
+            spec,
+            created: Hlc::new(1_790_000_000_000, 0),
+            context: vv,
+        };
+        let copied = object.to_document();
+        assert_eq!(copied.metadata.author.as_deref(), Some("alice"));
+        assert_eq!(copied.metadata.labels.get("team").map(String::as_str), Some("edge"));
+        assert_eq!(copied.spec["maxUnavailable"], 2);
+        assert_eq!(object.into_document(), copied);
     }
 }

@@ -171,9 +171,10 @@ fn etag(object: &StoredObject) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("\"\""))
 }
 
-pub(crate) fn document_response(status: StatusCode, object: &StoredObject) -> Response {
-    let mut response = (status, Json(object.to_document())).into_response();
-    response.headers_mut().insert(header::ETAG, etag(object));
+pub(crate) fn document_response(status: StatusCode, object: StoredObject) -> Response {
+    let etag = etag(&object);
+    let mut response = (status, Json(object.into_document())).into_response();
+    response.headers_mut().insert(header::ETAG, etag);
     response
 }
 
@@ -281,7 +282,7 @@ pub async fn put_object(
     };
     let committed = commit(&state, write).await?;
     let status = if committed.created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok(document_response(status, &committed.object))
+    Ok(document_response(status, committed.object))
 }
 
 /// Reads an object's current version.
@@ -302,7 +303,7 @@ pub async fn get_object(
     let lookup = key.clone();
     let object = blocking(&state, "get", move |s| s.get(&lookup)).await?;
     match object {
-        Some(object) if !object.version.deleted => Ok(document_response(StatusCode::OK, &object)),
+        Some(object) if !object.version.deleted => Ok(document_response(StatusCode::OK, object)),
         Some(object) => Err(ApiError::not_found(format!(
             "{key} was deleted by {} at version {}; its history is at /v1/objects/{}/{}/{}/history",
             object.version.author,
@@ -345,7 +346,7 @@ pub async fn delete_object(
         now_ms: state.clock.now_ms(),
     };
     let committed = commit(&state, write).await?;
-    Ok(document_response(StatusCode::OK, &committed.object))
+    Ok(document_response(StatusCode::OK, committed.object))
 }
 
 /// Query of `GET /v1/objects`.

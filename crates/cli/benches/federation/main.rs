@@ -23,6 +23,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod disk;
+mod http;
 mod nats;
 mod ours;
 mod stats;

@@ -12,14 +12,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use config::FederationConfig;
+use hyper::Method;
 use model::{Scope, SiteId};
 use replication::Signal;
 use server::{RunningSite, SystemClock};
 
 use crate::common::free_base_port;
+use crate::http;
 use crate::workload::{
     DEADLINE, Drain, FanOut, LATENCY_EVERY, LATENCY_WRITES, Paced, Resync, SETTLE, W5_OBJECTS, W5_ROUNDS,
-    WRITERS, Writes, arrival_latencies, sequential_then_concurrent, spec, write_concurrently,
+    WRITERS, Writes, arrival_latencies, payload, sequential_then_concurrent, write_concurrently,
 };
 
 const TOPOLOGY: &str = include_str!("topology.yaml");
@@ -38,7 +40,7 @@ const SINGLE: &str = "Federation:
 
 pub struct Ours {
     sites: Vec<RunningSite>,
-    http: reqwest::Client,
+    http: Arc<http::Client>,
 }
 
 impl Ours {
@@ -53,7 +55,7 @@ impl Ours {
             let listener = tokio::net::TcpListener::bind(config.listen).await?;
             sites.push(RunningSite::start(config, dir, listener, Arc::new(SystemClock)).await?);
         }
-        let http = reqwest::Client::builder().pool_max_idle_per_host(WRITERS).build()?;
+        let http = Arc::new(http::Client::default());
         Ok(Ours { sites, http })
     }
 
@@ -326,38 +328,57 @@ impl Ours {
     }
 }
 
-async fn put(http: &reqwest::Client, url: &str, scope: &str, name: &str, seed: u64) -> anyhow::Result<()> {
-    let doc = serde_json::json!({
-        "apiVersion": "souverix/v1", "kind": "Policy",
-        "metadata": {"name": name, "scope": scope},
-        "spec": spec(seed),
-    });
-    let response = http.put(format!("{url}/v1/objects/Policy/{scope}/{name}")).json(&doc).send().await?;
-    anyhow::ensure!(response.status().is_success(), "write refused: {}", response.text().await?);
+/// A document as the API takes it, borrowed: `{"apiVersion", "kind", "metadata", "spec"}`.
+#[derive(serde::Serialize)]
+struct Document<'a> {
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    kind: &'static str,
+    metadata: Metadata<'a>,
+    spec: Spec,
+}
+
+#[derive(serde::Serialize)]
+struct Metadata<'a> {
+    name: &'a str,
+    scope: &'a str,
+}
+
+/// The content of [`spec`], `{"payload": "<1000 characters>"}`.
+#[derive(serde::Serialize)]
+struct Spec {
+    payload: String,
+}
+
+impl<'a> Document<'a> {
+    fn policy(name: &'a str, scope: &'a str, seed: u64) -> Document<'a> {
+        Document {
+            api_version: "souverix/v1",
+            kind: "Policy",
+            metadata: Metadata { name, scope },
+            spec: Spec { payload: payload(seed) },
+        }
+    }
+}
+
+async fn put(http: &http::Client, url: &str, scope: &str, name: &str, seed: u64) -> anyhow::Result<()> {
+    let body = serde_json::to_vec(&Document::policy(name, scope, seed))?;
+    let answer = http.send(Method::PUT, &format!("{url}/v1/objects/Policy/{scope}/{name}"), body).await?;
+    anyhow::ensure!(answer.status.is_success(), "write refused: {}", answer.text());
     Ok(())
 }
 
 /// One `POST /v1/apply` of `(name, seed)` documents; every one must be written.
-async fn apply(
-    http: &reqwest::Client,
-    url: &str,
-    scope: &str,
-    batch: &[(String, u64)],
-) -> anyhow::Result<()> {
-    let items: Vec<serde_json::Value> = batch
-        .iter()
-        .map(|(name, seed)| {
-            serde_json::json!({
-                "apiVersion": "souverix/v1", "kind": "Policy",
-                "metadata": {"name": name, "scope": scope},
-                "spec": spec(*seed),
-            })
-        })
-        .collect();
-    let response =
-        http.post(format!("{url}/v1/apply")).json(&serde_json::json!({ "items": items })).send().await?;
-    anyhow::ensure!(response.status().is_success(), "batch refused: {}", response.text().await?);
-    let answer: server::ApplyResponse = response.json().await?;
+async fn apply(http: &http::Client, url: &str, scope: &str, batch: &[(String, u64)]) -> anyhow::Result<()> {
+    #[derive(serde::Serialize)]
+    struct Items<'a> {
+        items: Vec<Document<'a>>,
+    }
+    let items = batch.iter().map(|(name, seed)| Document::policy(name, scope, *seed)).collect();
+    let body = serde_json::to_vec(&Items { items })?;
+    let answer = http.send(Method::POST, &format!("{url}/v1/apply"), body).await?;
+    anyhow::ensure!(answer.status.is_success(), "batch refused: {}", answer.text());
+    let answer: server::ApplyResponse = serde_json::from_slice(&answer.body)?;
     anyhow::ensure!(
         answer.refused == 0,
         "{} documents of a batch refused: {:?}",
@@ -366,8 +387,7 @@ async fn apply(
     );
     Ok(())
 }
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 

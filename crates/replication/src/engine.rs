@@ -203,8 +203,51 @@ pub struct SyncStatus {
 struct LinkRuntime {
     cfg: LinkConfig,
     mem: Mutex<LinkMem>,
+    /// Held while the link's record is saved ([`Inner::save_record`]).
+    saving: Mutex<()>,
     wake: Notify,
     rounds: AtomicU64,
+}
+
+/// The link's cursor saved after each acknowledged batch. The save of one batch's cursor runs
+/// while the next batch is on its way (a site applying a batch from another link holds the
+/// store's write lock, and the link would otherwise wait for it before sending on); the next
+/// save, or the round's end, waits for it. The cursor saved is never ahead of what the peer
+/// acknowledged; a save lost in a crash only makes the link send a batch again, which the
+/// peer skips as duplicates. With [`StoreCalls::Inline`] (one thread) each save runs in place.
+struct CursorSave {
+    calls: StoreCalls,
+    running: Option<JoinHandle<Result<(), String>>>,
+}
+
+impl CursorSave {
+    fn new(calls: StoreCalls) -> CursorSave {
+        CursorSave { calls, running: None }
+    }
+
+    /// Saves the link's record as it is now, after the previous save has finished.
+    async fn save(&mut self, inner: &Arc<Inner>, link: &Arc<LinkRuntime>) -> Result<(), String> {
+        self.finish().await?;
+        let (inner, link) = (inner.clone(), link.clone());
+        let save = async move {
+            inner.save_record(&link).await?.map_err(|e| format!("saving the link cursor failed: {e}"))
+        };
+        match self.calls {
+            StoreCalls::Inline => save.await,
+            StoreCalls::Blocking => {
+                self.running = Some(tokio::spawn(save));
+                Ok(())
+            }
+        }
+    }
+
+    /// Waits for the save still running, if any.
+    async fn finish(&mut self) -> Result<(), String> {
+        match self.running.take() {
+            Some(task) => task.await.map_err(|e| format!("saving the link cursor failed: {e}"))?,
+            None => Ok(()),
+        }
+    }
 }
 
 /// A batch read from a link's log and encoded, ready to send.
@@ -376,6 +419,7 @@ impl SyncEngine {
                 Arc::new(LinkRuntime {
                     cfg: link.clone(),
                     mem: Mutex::new(mem),
+                    saving: Mutex::new(()),
                     wake: Notify::new(),
                     rounds: AtomicU64::new(0),
                 }),
@@ -593,7 +637,7 @@ impl SyncEngine {
     pub async fn signal(&self, peer: &SiteId, signal: Signal) -> Result<LinkStatus, LinkError> {
         let link = self.inner.link(peer)?;
         let now = self.inner.clock.now_ms();
-        let record = {
+        {
             let mut mem = lock(&link.mem);
             mem.record.signal = signal.as_str().to_owned();
             match signal {
@@ -602,9 +646,8 @@ impl SyncEngine {
                 }
                 Signal::Up | Signal::Metered => mem.failures = 0,
             }
-            mem.record.clone()
-        };
-        self.inner.blocking(move |s| s.save_link(&record)).await.map_err(StoreError::Corrupt)??;
+        }
+        self.inner.save_record(&link).await.map_err(StoreError::Corrupt)??;
         info!(peer = %peer, signal = signal.as_str(), "link signal");
         link.wake.notify_one();
         Ok(self.inner.link_status(&link).await)
@@ -658,6 +701,20 @@ impl Inner {
         f: impl FnOnce(&dyn Store) -> T + Send + 'static,
     ) -> Result<T, String> {
         run_store(self.calls, &self.store, f).await
+    }
+
+    /// Saves the link's record as it is when the save runs. A link's saves run one at a time,
+    /// each copying the record under [`LinkRuntime::saving`], so whatever order callers come in
+    /// (a round moving the cursor, an operator's signal, a peer's new scopes), the last save
+    /// holds every change made before it.
+    async fn save_record(&self, link: &Arc<LinkRuntime>) -> Result<Result<(), StoreError>, String> {
+        let link = link.clone();
+        self.blocking(move |s| {
+            let _one = lock(&link.saving);
+            let record = lock(&link.mem).record.clone();
+            s.save_link(&record)
+        })
+        .await
     }
 
     fn link(&self, peer: &SiteId) -> Result<Arc<LinkRuntime>, LinkError> {
@@ -1065,6 +1122,7 @@ impl Inner {
     async fn round(self: &Arc<Self>, link: &Arc<LinkRuntime>) -> Result<(), String> {
         let Some(url) = link.cfg.url.as_deref() else { return Ok(()) };
         let mut ahead: Option<JoinHandle<Result<Prepared, String>>> = None;
+        let mut saving = CursorSave::new(self.calls);
         let mut sent = 0;
         for _ in 0..MAX_BATCHES_PER_ROUND {
             // Each lock is taken and released in its own statement: `link_scopes` locks too.
@@ -1094,14 +1152,11 @@ impl Inner {
                 // Deliberately wrong, to show the simulator catches it: the cursor moves (durably)
                 // before the peer has applied the batch, so a batch lost on the way, or a crash
                 // before the peer applied it, loses its changes on this link for good.
-                let record = {
+                {
                     let mut mem = lock(&link.mem);
                     mem.record.cursor = mem.record.cursor.max(batch.scanned_to);
-                    mem.record.clone()
-                };
-                self.blocking(move |s| s.save_link(&record))
-                    .await?
-                    .map_err(|e| format!("saving the link cursor failed: {e}"))?;
+                }
+                self.save_record(link).await?.map_err(|e| format!("saving the link cursor failed: {e}"))?;
             }
             let ack = self.post_batch(link, url, batch.body).await?;
             if self.link_scopes(link) != scopes {
@@ -1109,21 +1164,19 @@ impl Inner {
                 // skipped may now be due, so the cursor stays (`learn` moved it back).
                 continue;
             }
-            let record = {
+            {
                 let mut mem = lock(&link.mem);
                 mem.record.cursor = mem.record.cursor.max(ack.ack);
                 mem.record.last_sync_ms = Some(self.clock.now_ms());
                 mem.sent_versions += batch.count as u64;
-                mem.record.clone()
-            };
+            }
             sent += batch.count;
-            self.blocking(move |s| s.save_link(&record))
-                .await?
-                .map_err(|e| format!("saving the link cursor failed: {e}"))?;
+            saving.save(self, link).await?;
             if !batch.more {
                 break;
             }
         }
+        saving.finish().await?;
         // The digest exchange compares what both ends hold. While changes are streaming, the peer
         // lacks the ones in flight, and the exchange would send them again as repairs and hold
         // up the stream behind it: it waits for a round with nothing to send, at most one more
@@ -1187,7 +1240,7 @@ impl Inner {
 
     async fn send(
         &self,
-        link: &LinkRuntime,
+        link: &Arc<LinkRuntime>,
         url: &str,
         up_to: u64,
         repair: bool,
@@ -1205,7 +1258,7 @@ impl Inner {
     }
 
     /// Sends an encoded batch and checks the acknowledgement.
-    async fn post_batch(&self, link: &LinkRuntime, url: &str, body: Vec<u8>) -> Result<Ack, String> {
+    async fn post_batch(&self, link: &Arc<LinkRuntime>, url: &str, body: Vec<u8>) -> Result<Ack, String> {
         let size = body.len() as u64;
         let reply =
             self.transport.post(url, "/v1/sync/batch", BATCH_CONTENT_TYPE, body).await.map_err(describe)?;
@@ -1226,7 +1279,7 @@ impl Inner {
 
     /// Records what a neighbour says it holds and knows, durably when it changed. A child may
     /// not describe this site or its ancestors, nor a parent this site: such cards are dropped.
-    async fn learn(&self, link: &LinkRuntime, hello: &Hello) {
+    async fn learn(&self, link: &Arc<LinkRuntime>, hello: &Hello) {
         let ancestry_ids: BTreeSet<SiteId> = match link.cfg.direction {
             Direction::Downstream => {
                 let mut ids: BTreeSet<SiteId> =
@@ -1243,7 +1296,7 @@ impl Inner {
         } else {
             hello.sites.iter().filter(|c| !ancestry_ids.contains(&c.id)).cloned().collect()
         };
-        let record = {
+        {
             let mut mem = lock(&link.mem);
             if mem.record.peer_scopes == hello.scopes && mem.record.peer_sites == sites {
                 return;
@@ -1259,9 +1312,8 @@ impl Inner {
             }
             mem.record.peer_scopes = hello.scopes.clone();
             mem.record.peer_sites = sites;
-            mem.record.clone()
-        };
-        match self.blocking(move |s| s.save_link(&record)).await {
+        }
+        match self.save_record(link).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => warn!(peer = %link.cfg.peer, error = %e, "could not save the peer's scopes"),
             Err(e) => warn!(peer = %link.cfg.peer, error = %e, "could not save the peer's scopes"),
@@ -1271,7 +1323,7 @@ impl Inner {
     /// Compares digests with the peer and re-sends this site's current version of every object
     /// whose version differs on the other side, unless the peer's is a later one by the same
     /// writer ([`digest::needs_repair`]).
-    async fn anti_entropy(&self, link: &LinkRuntime, url: &str) -> Result<(), String> {
+    async fn anti_entropy(&self, link: &Arc<LinkRuntime>, url: &str) -> Result<(), String> {
         let scopes = self.shared_scopes(link);
         let entries = {
             let scopes = scopes.clone();

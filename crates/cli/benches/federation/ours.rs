@@ -110,10 +110,14 @@ impl Ours {
             .sum()
     }
 
-    /// Cuts or restores the link between an edge and its region, at both ends.
+    /// Cuts or restores the link between an edge and its region, at both ends at once (as a
+    /// network that goes away or comes back does for both).
     async fn signal(&self, edge: &str, region: &str, signal: Signal) -> anyhow::Result<()> {
-        self.site(edge).engine.signal(&SiteId::new(region)?, signal).await?;
-        self.site(region).engine.signal(&SiteId::new(edge)?, signal).await?;
+        let (edge_id, region_id) = (SiteId::new(edge)?, SiteId::new(region)?);
+        tokio::try_join!(
+            self.site(edge).engine.signal(&region_id, signal),
+            self.site(region).engine.signal(&edge_id, signal),
+        )?;
         Ok(())
     }
 

@@ -4,12 +4,15 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::{Gate, ISOLATION_AFTER, ManualClock, eventually, id, two_sites};
+use model::{Kind, ObjectKey, ObjectName, Scope};
 use replication::{LinkState, Signal, SyncEngine};
+use store::{LocalWrite, SqliteStore, Store};
 
 async fn upstream_state(engine: &SyncEngine) -> (LinkState, bool) {
     let status = engine.status().await;
@@ -29,8 +32,23 @@ async fn a_cut_during_a_round_that_then_succeeds_still_isolates_the_site() {
     })
     .await;
 
-    // A round starts and waits at the gate; the link is cut meanwhile; the round then succeeds.
+    // A round carrying a local write starts and waits at the gate; the link is cut meanwhile;
+    // the round then succeeds.
     gate.hold.store(true, Ordering::SeqCst);
+    let write = LocalWrite {
+        key: ObjectKey::new(
+            Kind::Policy,
+            Scope::new("edge-zone-a1").expect("a scope"),
+            ObjectName::new("cut-during-a-round").expect("a name"),
+        ),
+        labels: BTreeMap::new(),
+        spec: serde_json::json!({ "n": 1 }),
+        deleted: false,
+        author: "test".to_owned(),
+        precondition: None,
+        now_ms: clock.0.load(Ordering::SeqCst),
+    };
+    child.write_local(write).await.expect("a local write commits");
     let round = tokio::spawn({
         let child = child.clone();
         async move { child.sync_now().await }
@@ -55,4 +73,13 @@ async fn a_cut_during_a_round_that_then_succeeds_still_isolates_the_site() {
 
     child.shutdown().await;
     parent.shutdown().await;
+
+    // The round's cursor save came after the operator's signal: the link's saved record keeps
+    // both, so the cut outlives a restart.
+    let reopened = SqliteStore::open(&dir.path().join("edge-zone-a1"), id("edge-zone-a1"), 60_000)
+        .expect("the child's store opens again");
+    let record = reopened.link(&id("global")).expect("the link record reads").expect("the link is saved");
+    assert_eq!(record.signal, "down", "the cut is what the store holds: {record:?}");
+    assert!(after_round.links[0].cursor > 0, "the round carried the write: {after_round:?}");
+    assert_eq!(record.cursor, after_round.links[0].cursor, "the round's cursor is saved with it: {record:?}");
 }

@@ -215,24 +215,21 @@ struct LinkRuntime {
 /// save, or the round's end, waits for it. The cursor saved is never ahead of what the peer
 /// acknowledged; a save lost in a crash only makes the link send a batch again, which the
 /// peer skips as duplicates. With [`StoreCalls::Inline`] (one thread) each save runs in place.
+#[derive(Default)]
 struct CursorSave {
-    calls: StoreCalls,
     running: Option<JoinHandle<Result<(), String>>>,
 }
 
 impl CursorSave {
-    fn new(calls: StoreCalls) -> CursorSave {
-        CursorSave { calls, running: None }
-    }
-
     /// Saves the link's record as it is now, after the previous save has finished.
     async fn save(&mut self, inner: &Arc<Inner>, link: &Arc<LinkRuntime>) -> Result<(), String> {
         self.finish().await?;
+        let calls = inner.calls;
         let (inner, link) = (inner.clone(), link.clone());
         let save = async move {
             inner.save_record(&link).await?.map_err(|e| format!("saving the link cursor failed: {e}"))
         };
-        match self.calls {
+        match calls {
             StoreCalls::Inline => save.await,
             StoreCalls::Blocking => {
                 self.running = Some(tokio::spawn(save));
@@ -1122,7 +1119,7 @@ impl Inner {
     async fn round(self: &Arc<Self>, link: &Arc<LinkRuntime>) -> Result<(), String> {
         let Some(url) = link.cfg.url.as_deref() else { return Ok(()) };
         let mut ahead: Option<JoinHandle<Result<Prepared, String>>> = None;
-        let mut saving = CursorSave::new(self.calls);
+        let mut saving = CursorSave::default();
         let mut sent = 0;
         for _ in 0..MAX_BATCHES_PER_ROUND {
             // Each lock is taken and released in its own statement: `link_scopes` locks too.

@@ -1,6 +1,6 @@
 //! Connectivity signals against rounds in flight: a link cut by the connectivity manager stays
 //! down, and becomes isolated after the threshold, even when a round that started before the
-//! cut finishes well.
+//! cut finishes well; the store then holds both the cut and the round's cursor.
 
 mod common;
 

@@ -49,14 +49,14 @@ impl Client {
         let status = response.status();
         let body = response.into_body().collect().await?.to_bytes();
         if !sender.is_closed() {
-            crate::ours::lock(&self.idle).entry(authority.to_owned()).or_default().push(sender);
+            crate::lock(&self.idle).entry(authority.to_owned()).or_default().push(sender);
         }
         Ok(Answer { status, body })
     }
 
     /// An idle connection to `authority` that can take a request now.
     fn take(&self, authority: &str) -> Option<SendRequest<Full<Bytes>>> {
-        let mut idle = crate::ours::lock(&self.idle);
+        let mut idle = crate::lock(&self.idle);
         let senders = idle.get_mut(authority)?;
         while let Some(sender) = senders.pop() {
             if sender.is_ready() {

@@ -41,6 +41,11 @@ use crate::workload::{Drain, FanOut, Paced, Resync, SETTLE, Writes};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// A mutex's guard, also after a holder panicked (the bench then fails on its own error).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 struct Figures {
     fan_out: FanOut,
     paced: Paced,

@@ -18,11 +18,11 @@ use replication::Signal;
 use server::{RunningSite, SystemClock};
 
 use crate::common::free_base_port;
-use crate::http;
 use crate::workload::{
-    DEADLINE, Drain, FanOut, LATENCY_EVERY, LATENCY_WRITES, Paced, Resync, SETTLE, W5_OBJECTS, W5_ROUNDS,
-    WRITERS, Writes, arrival_latencies, payload, sequential_then_concurrent, write_concurrently,
+    DEADLINE, Drain, FanOut, LATENCY_EVERY, LATENCY_WRITES, Paced, Resync, SETTLE, Spec, W5_OBJECTS,
+    W5_ROUNDS, WRITERS, Writes, arrival_latencies, sequential_then_concurrent, spec, write_concurrently,
 };
+use crate::{http, lock};
 
 const TOPOLOGY: &str = include_str!("topology.yaml");
 /// Documents per `POST /v1/apply` in the bulk workloads (about 270 KB of JSON).
@@ -348,19 +348,13 @@ struct Metadata<'a> {
     scope: &'a str,
 }
 
-/// The content of [`spec`], `{"payload": "<1000 characters>"}`.
-#[derive(serde::Serialize)]
-struct Spec {
-    payload: String,
-}
-
 impl<'a> Document<'a> {
     fn policy(name: &'a str, scope: &'a str, seed: u64) -> Document<'a> {
         Document {
             api_version: "souverix/v1",
             kind: "Policy",
             metadata: Metadata { name, scope },
-            spec: Spec { payload: payload(seed) },
+            spec: spec(seed),
         }
     }
 }
@@ -390,9 +384,6 @@ async fn apply(http: &http::Client, url: &str, scope: &str, batch: &[(String, u6
         answer.items.first()
     );
     Ok(())
-}
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// When each object whose name starts with a prefix was first written at each of a set of

@@ -42,8 +42,14 @@ pub fn payload(seed: u64) -> String {
 }
 
 /// The object's content as both systems store it: `{"payload": "<1000 characters>"}`.
-pub fn spec(seed: u64) -> serde_json::Value {
-    serde_json::json!({ "payload": payload(seed) })
+#[derive(serde::Serialize)]
+pub struct Spec {
+    pub payload: String,
+}
+
+/// The content of the object written with `seed`.
+pub fn spec(seed: u64) -> Spec {
+    Spec { payload: payload(seed) }
 }
 
 /// W1: fan-out of many objects from the top to every edge.

@@ -1655,16 +1655,21 @@ fn query_conflict(conn: &Connection, id: &str) -> Result<Option<Stored>, StoreEr
     raw.map(decode_conflict).transpose()
 }
 
-/// Resolves the open and acknowledged conflicts of `key` whose two sides `version` dominates,
-/// with an audit entry each (when `audit`) and a `conflict` event each.
+const UNRESOLVED_CONFLICTS_SQL: &str = "SELECT EXISTS (SELECT 1 FROM conflicts WHERE status = 'open') \
+     OR EXISTS (SELECT 1 FROM conflicts WHERE status = 'acknowledged')";
+
 /// Whether any conflict is still open or acknowledged: when none is, no version needs to look
-/// for conflicts it resolves (one query per transaction instead of one per version).
+/// for conflicts it resolves (one query per transaction instead of one per version). Every
+/// local write and applied batch asks, so the query is two lookups in `conflicts_by_status`:
+/// `status IN (...)` would have SQLite build a temporary b-tree of the list on every call.
 fn unresolved_conflicts_exist(conn: &Connection) -> Result<bool, StoreError> {
-    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM conflicts WHERE status IN ('open', 'acknowledged'))")
+    conn.prepare_cached(UNRESOLVED_CONFLICTS_SQL)
         .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
         .during("looking for unresolved conflicts")
 }
 
+/// Resolves the open and acknowledged conflicts of `key` whose two sides `version` dominates,
+/// with an audit entry each (when `audit`) and a `conflict` event each.
 fn resolve_conflicts(
     conn: &Connection,
     key: &ObjectKey,
@@ -1677,7 +1682,7 @@ fn resolve_conflicts(
         "reading the open conflicts of an object",
         &format!(
             "SELECT {CONFLICT_COLUMNS} FROM conflicts WHERE kind = ?1 AND scope = ?2 AND name = ?3 \
-             AND status IN ('open', 'acknowledged') ORDER BY detected_ms, id"
+             AND status <> 'resolved' ORDER BY detected_ms, id"
         ),
         params![key.kind.as_str(), key.scope.as_str(), key.name.as_str()],
         read_conflict,
@@ -2375,6 +2380,36 @@ mod tests {
 
     fn key(name: &str) -> ObjectKey {
         ObjectKey::new(Kind::Policy, Scope::new("global").unwrap(), ObjectName::new(name).unwrap())
+    }
+
+    /// The statements every local write or applied batch runs build no temporary b-tree (an
+    /// `IN (...)` list does, for every call): their plans only open the tables and indexes.
+    #[test]
+    fn the_statements_of_every_commit_open_no_temporary_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("site.db"), site("global-control"), 60_000).unwrap();
+        let conn = store.writer();
+        for sql in [
+            UNRESOLVED_CONFLICTS_SQL,
+            CURRENT_META_SQL,
+            INSERT_VERSION_SQL,
+            INSERT_OBJECT_SQL,
+            UPDATE_OBJECT_SQL,
+            INSERT_EVENT_SQL,
+        ] {
+            let mut plan = conn.prepare(&format!("EXPLAIN {sql}")).unwrap();
+            let unbound = vec![SqlValue::Null; plan.parameter_count()];
+            let opcodes: Vec<String> = plan
+                .query_map(rusqlite::params_from_iter(unbound), |row| row.get::<_, String>(1))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            assert!(opcodes.iter().any(|op| op.starts_with("Open")), "{sql}: no table opened in {opcodes:?}");
+            assert!(
+                !opcodes.iter().any(|op| op == "OpenEphemeral" || op == "OpenAutoindex"),
+                "{sql} builds a temporary b-tree on every call: {opcodes:?}"
+            );
+        }
     }
 
     /// A store written by the build before replication (schema version 1) opens, migrates to

@@ -1,8 +1,9 @@
 //! This machine's physical limits, measured in the same run on the filesystem of the bench's
 //! data directory: the latency of writing a 4 KiB page and making it durable with `fdatasync`
 //! (what SQLite's WAL commit does once per transaction), over a preallocated file (the floor: no
-//! file metadata to journal) and at the end of a growing file; and the sequential write
-//! bandwidth.
+//! file metadata to journal) and at the end of a growing file; the latency of a commit shaped
+//! like one of our sequential writes (the WAL frames SQLite writes for it, then its fsync); and
+//! the sequential write bandwidth.
 
 use std::io::{Seek as _, SeekFrom, Write as _};
 use std::path::Path;
@@ -16,11 +17,20 @@ pub struct Disk {
     pub fsync: Latencies,
     /// Append 4 KiB + fdatasync, per call (the file's size changes, so the filesystem journals).
     pub fsync_append: Latencies,
+    /// [`COMMIT_FRAMES`] WAL frames written over a preallocated file as SQLite writes them (each
+    /// frame's 24-byte header, then its 4 KiB page), then fsync, per call: what the disk alone
+    /// costs one of W3a's commits.
+    pub commit: Latencies,
     /// Sequential writes of 1 MiB blocks, then one fsync: bytes per second.
     pub write_bandwidth: f64,
 }
 
 const FSYNC_ROUNDS: usize = 1000;
+/// The WAL frames one local write commits: the pages of the `versions` row and of its index, of
+/// the object's row, of the audit and event rows, of the sequence counters and of the clock (as
+/// traced with `strace -e pwrite64,fsync` on the store's benchmark).
+pub const COMMIT_FRAMES: usize = 7;
+const WAL_FRAME_HEADER: usize = 24;
 const BANDWIDTH_BYTES: usize = 256 << 20;
 
 pub fn measure(dir: &Path) -> anyhow::Result<Disk> {
@@ -54,6 +64,30 @@ pub fn measure(dir: &Path) -> anyhow::Result<Disk> {
     drop(file);
     std::fs::remove_file(&path)?;
 
+    let path = dir.join("commit-shaped.bin");
+    let frame = WAL_FRAME_HEADER + page.len();
+    let mut file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
+    // Written through, not `set_len`: a sparse file would allocate its blocks during the loop.
+    let filler = vec![0u8; COMMIT_FRAMES * frame];
+    for _ in 0..FSYNC_ROUNDS {
+        file.write_all(&filler)?;
+    }
+    file.sync_all()?;
+    file.seek(SeekFrom::Start(0))?;
+    let header = [0xc3u8; WAL_FRAME_HEADER];
+    let mut commit = Vec::with_capacity(FSYNC_ROUNDS);
+    for _ in 0..FSYNC_ROUNDS {
+        let started = Instant::now();
+        for _ in 0..COMMIT_FRAMES {
+            file.write_all(&header)?;
+            file.write_all(&page)?;
+        }
+        file.sync_all()?;
+        commit.push(started.elapsed());
+    }
+    drop(file);
+    std::fs::remove_file(&path)?;
+
     let path = dir.join("bandwidth.bin");
     let mut file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
     let block = vec![0xa5u8; 1 << 20];
@@ -68,6 +102,7 @@ pub fn measure(dir: &Path) -> anyhow::Result<Disk> {
     Ok(Disk {
         fsync: Latencies::new(fsync),
         fsync_append: Latencies::new(fsync_append),
+        commit: Latencies::new(commit),
         write_bandwidth: BANDWIDTH_BYTES as f64 / took.as_secs_f64(),
     })
 }

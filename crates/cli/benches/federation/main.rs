@@ -255,11 +255,15 @@ fn report(
     );
     println!(
         "disk: 4 KiB write + fdatasync p50 {:.3} ms, p99 {:.3} ms (preallocated file: the floor); \
-         {:.3} ms, p99 {:.3} ms (appending); sequential writes {:.0} MB/s",
+         {:.3} ms, p99 {:.3} ms (appending); {} WAL frames + fsync (a W3a commit's writes) p50 {:.3} ms, \
+         p99 {:.3} ms; sequential writes {:.0} MB/s",
         fsync_ms,
         disk.fsync.p(99.0),
         disk.fsync_append.p(50.0),
         disk.fsync_append.p(99.0),
+        disk::COMMIT_FRAMES,
+        disk.commit.p(50.0),
+        disk.commit.p(99.0),
         disk.write_bandwidth / 1e6
     );
     println!("{:<46} {:>12} {:>12} {:>9}  {:<28} met", "measure", "ours", "NATS", "ours/NATS", "target");
@@ -315,6 +319,7 @@ fn report(
         "disk": {
             "fsync": disk.fsync.json(),
             "fsync_append": disk.fsync_append.json(),
+            "commit_shaped": disk.commit.json(),
             "write_bytes_per_second": disk.write_bandwidth,
             "w1_floor_seconds": w1_disk_floor,
         },

@@ -976,9 +976,15 @@ fn read_current(conn: &Connection, key: &ObjectKey, context: &str) -> Result<Opt
         .during(context)
 }
 
+const READ_CLOCK_SQL: &str = "SELECT value FROM meta WHERE key = 'clock'";
+const SAVE_CLOCK_SQL: &str = "UPDATE meta SET value = ?1 WHERE key = 'clock'";
+const MAX_SEQ_SQL: &str = "SELECT COALESCE(MAX(id), 0) FROM versions";
+const INSERT_AUDIT_SQL: &str = "INSERT INTO audit (at_ms, actor, action, kind, scope, name, version, outcome, detail) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+
 fn read_clock(conn: &Connection) -> Result<Hlc, StoreError> {
     let raw: String = conn
-        .prepare_cached("SELECT value FROM meta WHERE key = 'clock'")
+        .prepare_cached(READ_CLOCK_SQL)
         .during("reading the clock")?
         .query_row([], |r| r.get(0))
         .optional()
@@ -993,23 +999,20 @@ fn insert_audit(conn: &Connection, record: &AuditRecord) -> Result<u64, StoreErr
         Some(k) => (Some(k.kind.as_str()), Some(k.scope.as_str()), Some(k.name.as_str())),
         None => (None, None, None),
     };
-    conn.prepare_cached(
-        "INSERT INTO audit (at_ms, actor, action, kind, scope, name, version, outcome, detail) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )
-    .during(context)?
-    .execute(params![
-        sql_position(record.at_ms),
-        record.actor,
-        record.action,
-        kind,
-        scope,
-        name,
-        record.version.as_ref().map(ToString::to_string),
-        record.outcome,
-        record.detail,
-    ])
-    .during(context)?;
+    conn.prepare_cached(INSERT_AUDIT_SQL)
+        .during(context)?
+        .execute(params![
+            sql_position(record.at_ms),
+            record.actor,
+            record.action,
+            kind,
+            scope,
+            name,
+            record.version.as_ref().map(ToString::to_string),
+            record.outcome,
+            record.detail,
+        ])
+        .during(context)?;
     to_u64("audit", "just inserted", "seq", conn.last_insert_rowid())
 }
 
@@ -1280,20 +1283,14 @@ fn update_context(
 
 fn save_clock(conn: &Connection, clock: Hlc) -> Result<(), StoreError> {
     let context = "saving the clock";
-    conn.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'clock'")
-        .during(context)?
-        .execute([clock.to_string()])
-        .during(context)?;
+    conn.prepare_cached(SAVE_CLOCK_SQL).during(context)?.execute([clock.to_string()]).during(context)?;
     Ok(())
 }
 
 fn max_seq(conn: &Connection) -> Result<u64, StoreError> {
     let context = "reading the end of the change log";
-    let seq: i64 = conn
-        .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM versions")
-        .during(context)?
-        .query_row([], |r| r.get(0))
-        .during(context)?;
+    let seq: i64 =
+        conn.prepare_cached(MAX_SEQ_SQL).during(context)?.query_row([], |r| r.get(0)).during(context)?;
     to_u64("versions", "with the highest id", "id", seq)
 }
 
@@ -2390,7 +2387,11 @@ mod tests {
         let store = SqliteStore::open(&dir.path().join("site.db"), site("global-control"), 60_000).unwrap();
         let conn = store.writer();
         for sql in [
+            READ_CLOCK_SQL,
+            SAVE_CLOCK_SQL,
+            MAX_SEQ_SQL,
             UNRESOLVED_CONFLICTS_SQL,
+            INSERT_AUDIT_SQL,
             CURRENT_META_SQL,
             INSERT_VERSION_SQL,
             INSERT_OBJECT_SQL,

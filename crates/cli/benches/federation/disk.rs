@@ -1,10 +1,10 @@
 //! This machine's physical limits, measured in the same run on the filesystem of the bench's
-//! data directory: the latency of writing a 4 KiB page and making it durable with `fdatasync`
-//! (what SQLite's WAL commit does once per transaction), over a preallocated file (the floor: no
-//! file metadata to journal) and at the end of a growing file; the latency of a commit shaped
-//! like one of our sequential writes (the WAL frames SQLite writes for it, then its fsync); and
-//! the sequential write bandwidth.
+//! data directory: the latency of writing a 4 KiB page and making it durable with `fdatasync`,
+//! over a preallocated file (the floor: no file metadata to journal) and at the end of a growing
+//! file; the latency of a commit shaped like one of our sequential writes (the WAL frames SQLite
+//! writes for it, then its fsync); and the sequential write bandwidth.
 
+use std::fs::File;
 use std::io::{Seek as _, SeekFrom, Write as _};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -35,58 +35,22 @@ const BANDWIDTH_BYTES: usize = 256 << 20;
 
 pub fn measure(dir: &Path) -> anyhow::Result<Disk> {
     let page = [0x5au8; 4096];
-    let path = dir.join("fsync-floor.bin");
-    let mut file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
-    for _ in 0..FSYNC_ROUNDS {
+    let one_page = |file: &mut File| {
         file.write_all(&page)?;
-    }
-    file.sync_all()?;
-    file.seek(SeekFrom::Start(0))?;
-    let mut fsync = Vec::with_capacity(FSYNC_ROUNDS);
-    for _ in 0..FSYNC_ROUNDS {
-        let started = Instant::now();
-        file.write_all(&page)?;
-        file.sync_data()?;
-        fsync.push(started.elapsed());
-    }
-    drop(file);
-    std::fs::remove_file(&path)?;
-
-    let path = dir.join("fsync-append.bin");
-    let mut file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
-    let mut fsync_append = Vec::with_capacity(FSYNC_ROUNDS);
-    for _ in 0..FSYNC_ROUNDS {
-        let started = Instant::now();
-        file.write_all(&page)?;
-        file.sync_data()?;
-        fsync_append.push(started.elapsed());
-    }
-    drop(file);
-    std::fs::remove_file(&path)?;
-
-    let path = dir.join("commit-shaped.bin");
-    let frame = WAL_FRAME_HEADER + page.len();
-    let mut file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
-    // Written through, not `set_len`: a sparse file would allocate its blocks during the loop.
-    let filler = vec![0u8; COMMIT_FRAMES * frame];
-    for _ in 0..FSYNC_ROUNDS {
-        file.write_all(&filler)?;
-    }
-    file.sync_all()?;
-    file.seek(SeekFrom::Start(0))?;
+        file.sync_data()
+    };
+    let fsync = timed_syncs(&dir.join("fsync-floor.bin"), page.len(), one_page)?;
+    let fsync_append = timed_syncs(&dir.join("fsync-append.bin"), 0, one_page)?;
     let header = [0xc3u8; WAL_FRAME_HEADER];
-    let mut commit = Vec::with_capacity(FSYNC_ROUNDS);
-    for _ in 0..FSYNC_ROUNDS {
-        let started = Instant::now();
-        for _ in 0..COMMIT_FRAMES {
-            file.write_all(&header)?;
-            file.write_all(&page)?;
-        }
-        file.sync_all()?;
-        commit.push(started.elapsed());
-    }
-    drop(file);
-    std::fs::remove_file(&path)?;
+    let commit =
+        timed_syncs(&dir.join("commit-shaped.bin"), COMMIT_FRAMES * (header.len() + page.len()), |file| {
+            for _ in 0..COMMIT_FRAMES {
+                file.write_all(&header)?;
+                file.write_all(&page)?;
+            }
+            // The bundled SQLite calls fsync (it is built without `HAVE_FDATASYNC`).
+            file.sync_all()
+        })?;
 
     let path = dir.join("bandwidth.bin");
     let mut file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
@@ -99,10 +63,34 @@ pub fn measure(dir: &Path) -> anyhow::Result<Disk> {
     let took = started.elapsed().max(Duration::from_micros(1));
     drop(file);
     std::fs::remove_file(&path)?;
-    Ok(Disk {
-        fsync: Latencies::new(fsync),
-        fsync_append: Latencies::new(fsync_append),
-        commit: Latencies::new(commit),
-        write_bandwidth: BANDWIDTH_BYTES as f64 / took.as_secs_f64(),
-    })
+    Ok(Disk { fsync, fsync_append, commit, write_bandwidth: BANDWIDTH_BYTES as f64 / took.as_secs_f64() })
+}
+
+/// Times [`FSYNC_ROUNDS`] calls of `round` on a new file at `path`, each writing on from where
+/// the last stopped. With `preallocated` bytes a round, the whole file is written and synced
+/// first, so the rounds overwrite allocated blocks (through, not `set_len`: a sparse file would
+/// allocate its blocks during the rounds); with 0, every round appends.
+fn timed_syncs(
+    path: &Path,
+    preallocated: usize,
+    mut round: impl FnMut(&mut File) -> std::io::Result<()>,
+) -> anyhow::Result<Latencies> {
+    let mut file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(path)?;
+    if preallocated > 0 {
+        let filler = vec![0u8; preallocated];
+        for _ in 0..FSYNC_ROUNDS {
+            file.write_all(&filler)?;
+        }
+        file.sync_all()?;
+        file.seek(SeekFrom::Start(0))?;
+    }
+    let mut took = Vec::with_capacity(FSYNC_ROUNDS);
+    for _ in 0..FSYNC_ROUNDS {
+        let started = Instant::now();
+        round(&mut file)?;
+        took.push(started.elapsed());
+    }
+    drop(file);
+    std::fs::remove_file(path)?;
+    Ok(Latencies::new(took))
 }

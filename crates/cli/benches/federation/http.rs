@@ -32,7 +32,7 @@ impl Answer {
 
 impl Client {
     /// Sends `body` as JSON to `url` (`http://host:port/path`) and reads the whole answer.
-    pub async fn send(&self, method: Method, url: &str, body: Vec<u8>) -> anyhow::Result<Answer> {
+    pub async fn send(&self, method: Method, url: &str, body: Bytes) -> anyhow::Result<Answer> {
         let rest = url.strip_prefix("http://").ok_or_else(|| anyhow::anyhow!("not an http:// URL: {url}"))?;
         let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         let mut sender = match self.take(authority) {
@@ -44,7 +44,7 @@ impl Client {
             .uri(if path.is_empty() { "/" } else { path })
             .header(header::HOST, authority)
             .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body)))?;
+            .body(Full::new(body))?;
         let response = sender.send_request(request).await?;
         let status = response.status();
         let body = response.into_body().collect().await?.to_bytes();

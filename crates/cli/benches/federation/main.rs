@@ -14,7 +14,9 @@
 //!   bytes sent to the edge on reconnect ÷ bytes of the final versions.
 //!
 //! Ours: the seven sites of `topology.yaml` (1 global, 2 regions, 2 edge zones under each), all
-//! links continuous, every commit fsynced before it is acknowledged. The peer: `nats.rs`.
+//! links continuous, every commit fsynced before it is acknowledged. The peer: `nats.rs`. For
+//! both, the bulk workloads' request bodies (W1, W2, W3) are built before their clocks start, as
+//! a tool has its documents at hand before it sends them; W1-latency builds each as it sends it.
 //! Prints a table and writes the same figures to `target/bench/federation.json`.
 //!
 //! `cargo bench -p cli --bench federation`; `SOUVERIX_BENCH_OBJECTS=1000` for a quick run,

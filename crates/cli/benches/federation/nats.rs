@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use async_nats::jetstream::{self, kv, stream};
 use futures_util::StreamExt as _;
+use hyper::body::Bytes;
 use tokio::process::{Child, Command};
 
 use crate::workload::{
@@ -343,20 +344,30 @@ async fn wait_for(seen: &Seen, count: usize) -> anyhow::Result<HashMap<(usize, S
     }
 }
 
-/// Puts `keys` into `store` with `writers` concurrent tasks (one connection); returns when each
-/// put was sent and each put's latency (until the server's acknowledgement).
+/// The value of each of `count` puts, the `i`th with content `seed + i`: built before any clock
+/// starts, as for our sites.
+fn values(count: usize, seed: u64) -> anyhow::Result<Arc<Vec<Bytes>>> {
+    let values = (0..count)
+        .map(|i| Ok(serde_json::to_vec(&spec(seed + i as u64))?.into()))
+        .collect::<anyhow::Result<_>>()?;
+    Ok(Arc::new(values))
+}
+
+/// Puts `keys` into `store` (the `i`th with `values[i]`) with `writers` concurrent tasks (one
+/// connection); returns when each put was sent and each put's latency (until the server's
+/// acknowledgement).
 async fn put_all(
     store: &kv::Store,
     keys: Vec<String>,
+    values: Arc<Vec<Bytes>>,
     writers: usize,
-    seed: u64,
 ) -> anyhow::Result<(HashMap<String, Instant>, Vec<Duration>)> {
     let store = store.clone();
     write_concurrently(keys, writers, move |i, key| {
-        let store = store.clone();
+        let (store, values) = (store.clone(), values.clone());
         async move {
-            let value = serde_json::to_vec(&spec(seed + i as u64))?;
-            store.put(&key, value.into()).await?;
+            let value = values.get(i).ok_or_else(|| anyhow::anyhow!("no value {i} prepared"))?;
+            store.put(&key, value.clone()).await?;
             Ok(())
         }
     })
@@ -369,9 +380,10 @@ pub async fn fan_out(nats: &Nats, objects: usize) -> anyhow::Result<FanOut> {
     let hub = nats.connect("hub").await?;
     let store = js(&hub, "hub").get_key_value("cfg").await?;
     let keys: Vec<String> = (0..objects).map(|i| format!("w1.o{i:05}")).collect();
+    let values = values(objects, 1_000_000)?;
     let bytes_before = nats.leaf_bytes_sent().await?;
     let started = Instant::now();
-    let (sent, _) = put_all(&store, keys, WRITERS, 1_000_000).await?;
+    let (sent, _) = put_all(&store, keys, values, WRITERS).await?;
     let writes_seconds = started.elapsed().as_secs_f64();
     let arrived = wait_for(&seen, objects * EDGES.len()).await?;
     for w in watches {
@@ -432,7 +444,7 @@ pub async fn drain(nats: &Nats, objects: usize) -> anyhow::Result<Drain> {
     let a1 = nats.connect("a1").await?;
     let store = js(&a1, "a1").get_key_value("edge").await?;
     let keys: Vec<String> = (0..objects).map(|i| format!("w2.o{i:05}")).collect();
-    put_all(&store, keys, WRITERS, 3_000_000).await?;
+    put_all(&store, keys, values(objects, 3_000_000)?, WRITERS).await?;
     let hub = nats.connect("hub").await?;
     let bytes_before = nats.leaf_bytes_sent().await?;
     let restored = Instant::now();
@@ -457,11 +469,12 @@ pub async fn durable(nats: &Nats, writes: usize) -> anyhow::Result<(Writes, Writ
     let store = js(&hub, "hub")
         .create_key_value(kv::Config { bucket: "w3".into(), history: 1, ..Default::default() })
         .await?;
+    let values = values(writes, 5_000_000)?;
+    let rounds =
+        ["s", "c"].map(|prefix| (0..writes).map(|i| format!("{prefix}.o{i:05}")).collect::<Vec<_>>());
     sequential_then_concurrent(writes, |clients, round| {
-        let prefix = ["s", "c"][round];
-        let keys: Vec<String> = (0..writes).map(|i| format!("{prefix}.o{i:05}")).collect();
-        let store = store.clone();
-        async move { Ok(put_all(&store, keys, clients, 5_000_000).await?.1) }
+        let (keys, values, store) = (rounds[round].clone(), values.clone(), store.clone());
+        async move { Ok(put_all(&store, keys, values, clients).await?.1) }
     })
     .await
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use config::FederationConfig;
 use hyper::Method;
+use hyper::body::Bytes;
 use model::{Scope, SiteId};
 use replication::Signal;
 use server::{RunningSite, SystemClock};
@@ -131,11 +132,42 @@ impl Ours {
         writers: usize,
         seed: u64,
     ) -> anyhow::Result<(HashMap<String, Instant>, Vec<Duration>)> {
-        let url = self.site(site).url.clone();
-        let (http, scope) = (self.http.clone(), scope.to_owned());
-        write_concurrently(names, writers, move |i, name| {
-            let (http, url, scope) = (http.clone(), url.clone(), scope.clone());
-            async move { put(&http, &url, &scope, &name, seed + i as u64).await }
+        let puts = self.puts(site, scope, &names, seed)?;
+        self.send_puts(names, puts, writers).await
+    }
+
+    /// The `PUT /v1/objects/...` of each of `names` in `scope` at `site`, the `i`th with content
+    /// `seed + i`: built before any clock starts, as a tool has its documents at hand before it
+    /// sends them.
+    fn puts(&self, site: &str, scope: &str, names: &[String], seed: u64) -> anyhow::Result<Arc<Vec<Put>>> {
+        let url = &self.site(site).url;
+        let puts = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                Ok(Put {
+                    url: format!("{url}/v1/objects/Policy/{scope}/{name}"),
+                    body: serde_json::to_vec(&Document::policy(name, scope, seed + i as u64))?.into(),
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Arc::new(puts))
+    }
+
+    /// Sends `puts` (the `i`th writes `names[i]`) with `writers` concurrent clients.
+    async fn send_puts(
+        &self,
+        names: Vec<String>,
+        puts: Arc<Vec<Put>>,
+        writers: usize,
+    ) -> anyhow::Result<(HashMap<String, Instant>, Vec<Duration>)> {
+        let http = self.http.clone();
+        write_concurrently(names, writers, move |i, _| {
+            let (http, puts) = (http.clone(), puts.clone());
+            async move {
+                let put = puts.get(i).ok_or_else(|| anyhow::anyhow!("no write {i} prepared"))?;
+                send_put(&http, put).await
+            }
         })
         .await
     }
@@ -150,32 +182,28 @@ impl Ours {
         seed: u64,
     ) -> anyhow::Result<HashMap<String, Instant>> {
         let url = self.site(site).url.clone();
-        let batches: Arc<Vec<Vec<(String, u64)>>> = Arc::new(
+        let batches: Arc<Vec<(Vec<String>, Bytes)>> = Arc::new(
             names
                 .chunks(APPLY_BATCH)
                 .enumerate()
                 .map(|(b, chunk)| {
-                    chunk
-                        .iter()
-                        .enumerate()
-                        .map(|(i, n)| (n.clone(), seed + (b * APPLY_BATCH + i) as u64))
-                        .collect()
+                    let seeds = (b * APPLY_BATCH..).map(|i| seed + i as u64);
+                    Ok((chunk.to_vec(), apply_body(scope, chunk.iter().zip(seeds))?))
                 })
-                .collect(),
+                .collect::<anyhow::Result<_>>()?,
         );
         let next = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
         for _ in 0..APPLY_CLIENTS {
-            let (http, url, scope, batches, next) =
-                (self.http.clone(), url.clone(), scope.to_owned(), batches.clone(), next.clone());
+            let (http, url, batches, next) = (self.http.clone(), url.clone(), batches.clone(), next.clone());
             tasks.push(tokio::spawn(async move {
                 let mut sent = Vec::new();
                 loop {
                     let b = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(batch) = batches.get(b) else { break };
+                    let Some((batch, body)) = batches.get(b) else { break };
                     let at = Instant::now();
-                    apply(&http, &url, &scope, batch).await?;
-                    sent.extend(batch.iter().map(|(name, _)| (name.clone(), at)));
+                    apply(&http, &url, body.clone()).await?;
+                    sent.extend(batch.iter().map(|name| (name.clone(), at)));
                 }
                 anyhow::Ok(sent)
             }));
@@ -222,7 +250,12 @@ impl Ours {
                 let name = format!("lat-{i:03}");
                 let at = Instant::now();
                 lock(&sent).insert(name.clone(), at);
-                put(&http, &url, "global", &name, 2_000_000 + i as u64).await
+                let put = Put {
+                    url: format!("{url}/v1/objects/Policy/global/{name}"),
+                    body: serde_json::to_vec(&Document::policy(&name, "global", 2_000_000 + i as u64))?
+                        .into(),
+                };
+                send_put(&http, &put).await
             }));
         }
         for task in tasks {
@@ -323,10 +356,15 @@ impl Ours {
 
     /// W3 on this (single) site: `writes` writes from one client, then from `WRITERS`.
     pub async fn durable(&self, writes: usize) -> anyhow::Result<(Writes, Writes)> {
-        sequential_then_concurrent(writes, |clients, round| {
-            let prefix = ["w3s", "w3c"][round];
+        let mut rounds = Vec::new();
+        for prefix in ["w3s", "w3c"] {
             let names: Vec<String> = (0..writes).map(|i| format!("{prefix}-{i:05}")).collect();
-            async move { Ok(self.write("global-control", "global", names, clients, 5_000_000).await?.1) }
+            let puts = self.puts("global-control", "global", &names, 5_000_000)?;
+            rounds.push((names, puts));
+        }
+        sequential_then_concurrent(writes, |clients, round| {
+            let (names, puts) = rounds[round].clone();
+            async move { Ok(self.send_puts(names, puts, clients).await?.1) }
         })
         .await
     }
@@ -359,21 +397,30 @@ impl<'a> Document<'a> {
     }
 }
 
-async fn put(http: &http::Client, url: &str, scope: &str, name: &str, seed: u64) -> anyhow::Result<()> {
-    let body = serde_json::to_vec(&Document::policy(name, scope, seed))?;
-    let answer = http.send(Method::PUT, &format!("{url}/v1/objects/Policy/{scope}/{name}"), body).await?;
+/// A `PUT` of one document, ready to send.
+struct Put {
+    url: String,
+    body: Bytes,
+}
+
+async fn send_put(http: &http::Client, put: &Put) -> anyhow::Result<()> {
+    let answer = http.send(Method::PUT, &put.url, put.body.clone()).await?;
     anyhow::ensure!(answer.status.is_success(), "write refused: {}", answer.text());
     Ok(())
 }
 
-/// One `POST /v1/apply` of `(name, seed)` documents; every one must be written.
-async fn apply(http: &http::Client, url: &str, scope: &str, batch: &[(String, u64)]) -> anyhow::Result<()> {
+/// The body of a `POST /v1/apply` of `(name, seed)` documents in `scope`.
+fn apply_body<'a>(scope: &str, batch: impl Iterator<Item = (&'a String, u64)>) -> anyhow::Result<Bytes> {
     #[derive(serde::Serialize)]
     struct Items<'a> {
         items: Vec<Document<'a>>,
     }
-    let items = batch.iter().map(|(name, seed)| Document::policy(name, scope, *seed)).collect();
-    let body = serde_json::to_vec(&Items { items })?;
+    let items = batch.map(|(name, seed)| Document::policy(name, scope, seed)).collect();
+    Ok(serde_json::to_vec(&Items { items })?.into())
+}
+
+/// One `POST /v1/apply` of a batch of documents; every one must be written.
+async fn apply(http: &http::Client, url: &str, body: Bytes) -> anyhow::Result<()> {
     let answer = http.send(Method::POST, &format!("{url}/v1/apply"), body).await?;
     anyhow::ensure!(answer.status.is_success(), "batch refused: {}", answer.text());
     let answer: server::ApplyResponse = serde_json::from_slice(&answer.body)?;

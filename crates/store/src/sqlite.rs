@@ -54,7 +54,20 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `MIGRATIONS[n]` brings a store from schema version `n` to `n + 1`. Version 0 is a new file
 /// with only its `meta` table.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
+const MIGRATIONS: &[Step] = &[
+    Step::Sql(SCHEMA_V1),
+    Step::Sql(SCHEMA_V2),
+    Step::Sql(SCHEMA_V3),
+    Step::Sql(SCHEMA_V4),
+    Step::Sql(SCHEMA_V5),
+    Step::Code(schema_v6),
+];
+
+/// One migration: a script, or code that looks at the file before it changes it.
+enum Step {
+    Sql(&'static str),
+    Code(fn(&Connection, &Path) -> rusqlite::Result<()>),
+}
 
 const META: &str = "
 CREATE TABLE meta (
@@ -300,6 +313,116 @@ ALTER TABLE objects_v5 RENAME TO objects;
 -- One version per (object, timestamp, origin); also finds whether a later version of an object
 -- from the same origin is held.
 CREATE UNIQUE INDEX versions_by_origin ON versions (kind, scope, name, origin, hlc_wall, hlc_logical);
+";
+
+/// Schema version 6: one page fewer written by every commit. `versions`, `events` and `audit`
+/// numbered their rows with `AUTOINCREMENT`, so every insert into them also updated
+/// `sqlite_sequence`: a b-tree update per row, and one more page in the WAL for every commit.
+/// Their rows are never deleted (versions are history, and the two logs refuse deletes), so
+/// without it SQLite numbers a new row one past the largest, which is the number `AUTOINCREMENT`
+/// would have given: a number is still never given out twice. A table whose sequence ran ahead
+/// of its rows (numbers given out to rows that are not there) keeps `AUTOINCREMENT`, so that it
+/// goes on after the highest number it gave out.
+fn schema_v6(tx: &Connection, path: &Path) -> rusqlite::Result<()> {
+    for (table, rebuild) in [("versions", VERSIONS_V6), ("events", EVENTS_V6), ("audit", AUDIT_V6)] {
+        let (given, largest): (i64, i64) = tx.query_row(
+            &format!(
+                "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = '{table}'), 0), \
+                        COALESCE((SELECT MAX(rowid) FROM {table}), 0)"
+            ),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if given > largest {
+            info!(
+                path = %path.display(), table, given, largest,
+                "keeping AUTOINCREMENT: numbers up to {given} were given out, rows go up to {largest}"
+            );
+            continue;
+        }
+        tx.execute_batch(rebuild)?;
+    }
+    Ok(())
+}
+
+const VERSIONS_V6: &str = "
+CREATE TABLE versions_v6 (
+    -- The version's sequence number in the change log: the order this site accepted it.
+    id           INTEGER PRIMARY KEY,
+    kind         TEXT NOT NULL,
+    scope        TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    hlc_wall     INTEGER NOT NULL,
+    hlc_logical  INTEGER NOT NULL,
+    origin       TEXT NOT NULL,
+    vv           TEXT NOT NULL,
+    author       TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    deleted      INTEGER NOT NULL CHECK (deleted IN (0, 1)),
+    labels       TEXT NOT NULL,
+    spec         TEXT NOT NULL,
+    -- The neighbour it was received from; NULL for a local write.
+    from_site    TEXT,
+    -- When this site accepted it (ms since the epoch), and the size of its content (labels
+    -- JSON + spec text, in bytes), so sync debt is one cheap query.
+    recorded_ms  INTEGER NOT NULL,
+    bytes        INTEGER NOT NULL
+) STRICT;
+INSERT INTO versions_v6 (id, kind, scope, name, hlc_wall, hlc_logical, origin, vv, author, content_hash,
+                         deleted, labels, spec, from_site, recorded_ms, bytes)
+    SELECT id, kind, scope, name, hlc_wall, hlc_logical, origin, vv, author, content_hash,
+           deleted, labels, spec, from_site, recorded_ms, bytes
+    FROM versions ORDER BY id;
+DROP TABLE versions;
+ALTER TABLE versions_v6 RENAME TO versions;
+-- One version per (object, timestamp, origin); also finds whether a later version of an object
+-- from the same origin is held.
+CREATE UNIQUE INDEX versions_by_origin ON versions (kind, scope, name, origin, hlc_wall, hlc_logical);
+";
+
+const EVENTS_V6: &str = "
+CREATE TABLE events_v6 (
+    seq          INTEGER PRIMARY KEY,
+    at_ms        INTEGER NOT NULL,
+    kind         TEXT NOT NULL,
+    object_kind  TEXT,
+    object_scope TEXT,
+    object_name  TEXT,
+    data         TEXT NOT NULL,
+    CHECK ((object_kind IS NULL) = (object_scope IS NULL) AND (object_scope IS NULL) = (object_name IS NULL))
+) STRICT;
+INSERT INTO events_v6 (seq, at_ms, kind, object_kind, object_scope, object_name, data)
+    SELECT seq, at_ms, kind, object_kind, object_scope, object_name, data FROM events ORDER BY seq;
+DROP TABLE events;
+ALTER TABLE events_v6 RENAME TO events;
+CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+";
+
+const AUDIT_V6: &str = "
+CREATE TABLE audit_v6 (
+    seq     INTEGER PRIMARY KEY,
+    at_ms   INTEGER NOT NULL,
+    actor   TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    kind    TEXT,
+    scope   TEXT,
+    name    TEXT,
+    version TEXT,
+    outcome TEXT NOT NULL,
+    detail  TEXT NOT NULL,
+    CHECK ((kind IS NULL) = (scope IS NULL) AND (scope IS NULL) = (name IS NULL))
+) STRICT;
+INSERT INTO audit_v6 (seq, at_ms, actor, action, kind, scope, name, version, outcome, detail)
+    SELECT seq, at_ms, actor, action, kind, scope, name, version, outcome, detail FROM audit ORDER BY seq;
+DROP TABLE audit;
+ALTER TABLE audit_v6 RENAME TO audit;
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 ";
 
 const NODE_COLUMNS: &str =
@@ -716,7 +839,10 @@ fn migrate_in_transaction(
         check_before_migrating(&tx, from)?;
     }
     for (n, migration) in MIGRATIONS.iter().enumerate().take(target as usize).skip(from as usize) {
-        tx.execute_batch(migration)?;
+        match migration {
+            Step::Sql(sql) => tx.execute_batch(sql)?,
+            Step::Code(migrate) => migrate(&tx, path)?,
+        }
         let to = n + 1;
         tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [to.to_string()])?;
         info!(path = %path.display(), schema_version = to, "migrated store schema");
@@ -2507,7 +2633,7 @@ mod tests {
             .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, SqliteStore::SCHEMA_VERSION.to_string());
-        assert_eq!(SqliteStore::SCHEMA_VERSION, 5);
+        assert_eq!(SqliteStore::SCHEMA_VERSION, 6);
 
         let a = store.get(&key("a")).unwrap().unwrap();
         assert_eq!(a.context, a.version.vv, "the context of an old object is its current vector");
@@ -2747,7 +2873,7 @@ mod version_4 {
         assert_eq!(indexes(&path, "versions"), ["sqlite_autoindex_versions_1", "versions_by_origin"]);
 
         let store = SqliteStore::open(&path, me.clone(), 60_000).unwrap();
-        assert_eq!(schema_version(&path), "5");
+        assert_eq!(schema_version(&path), "6");
         assert_eq!(indexes(&path, "versions"), ["versions_by_origin"]);
         assert_eq!(indexes(&path, "objects"), Vec::<String>::new(), "no index beyond the key");
         let object = store.get(&key).unwrap().expect("the object stays");
@@ -2835,6 +2961,147 @@ mod version_4 {
              '{{}}', 'alice', 'h3', 0, '{{}}', '{{}}');"
         );
         assert_refused_and_kept(&unlogged, 2, "3 versions and 2 change-log entries for 2 of them");
+    }
+}
+
+#[cfg(test)]
+mod version_5 {
+    use super::*;
+
+    const T0: u64 = 1_764_000_000_000;
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey::new(Kind::Policy, Scope::new("global").unwrap(), ObjectName::new(name).unwrap())
+    }
+
+    /// A version 5 store: two versions of `p` (log numbers 1 and 2), three events, two audit
+    /// entries; then `extra_sql`.
+    fn version_5_store(path: &Path, me: &SiteId, extra_sql: &str) {
+        let mut conn = Connection::open(path).unwrap();
+        if migrate_to(&mut conn, path, me, 5).is_err() {
+            panic!("creating a version 5 store");
+        }
+        conn.execute_batch(&format!(
+            r#"
+            INSERT INTO versions (kind, scope, name, hlc_wall, hlc_logical, origin, vv, author, content_hash,
+                                  deleted, labels, spec, from_site, recorded_ms, bytes) VALUES
+                ('Policy', 'global', 'p', {T0}, 0, '{me}', '{{"{me}":1}}', 'alice', 'h1', 0, '{{}}', '{{"v":1}}',
+                 NULL, {T0}, 9),
+                ('Policy', 'global', 'p', {t}, 0, '{me}', '{{"{me}":2}}', 'alice', 'h2', 0, '{{}}', '{{"v":2}}',
+                 NULL, {t}, 9);
+            INSERT INTO objects (kind, scope, name, version_id, created_wall, created_logical, context)
+                VALUES ('Policy', 'global', 'p', 2, {T0}, 0, '{{"{me}":2}}');
+            INSERT INTO events (at_ms, kind, object_kind, object_scope, object_name, data) VALUES
+                ({T0}, 'write', 'Policy', 'global', 'p', '{{}}'),
+                ({t}, 'write', 'Policy', 'global', 'p', '{{}}'),
+                ({t}, 'refusal', NULL, NULL, NULL, '{{}}');
+            INSERT INTO audit (at_ms, actor, action, kind, scope, name, version, outcome, detail) VALUES
+                ({T0}, 'alice', 'write', 'Policy', 'global', 'p', NULL, 'applied', ''),
+                ({t}, 'alice', 'write', 'Policy', 'global', 'p', NULL, 'applied', '');
+            UPDATE meta SET value = '{t}.0' WHERE key = 'clock';
+            {extra_sql}
+            "#,
+            t = T0 + 10,
+        ))
+        .unwrap();
+    }
+
+    fn table_sql(path: &Path, table: &str) -> String {
+        Connection::open(path)
+            .unwrap()
+            .query_row("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?1", [table], |r| {
+                r.get(0)
+            })
+            .unwrap()
+    }
+
+    fn sequences(path: &Path) -> Vec<String> {
+        let conn = Connection::open(path).unwrap();
+        let mut stmt = conn.prepare("SELECT name FROM sqlite_sequence ORDER BY name").unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().collect::<rusqlite::Result<_>>().unwrap()
+    }
+
+    fn write(store: &SqliteStore, name: &str, now_ms: u64) -> Committed {
+        store
+            .write(LocalWrite {
+                key: key(name),
+                labels: BTreeMap::new(),
+                spec: serde_json::json!({"v": 3}),
+                deleted: false,
+                author: "alice".into(),
+                precondition: None,
+                now_ms,
+            })
+            .unwrap()
+    }
+
+    /// The three tables lose `AUTOINCREMENT`, keep every row under its number, and go on one
+    /// past the largest; a commit no longer touches `sqlite_sequence`, and the logs still refuse
+    /// to be rewritten.
+    #[test]
+    fn a_version_5_store_migrates_and_its_commits_leave_the_sequence_table_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("site.db");
+        let me = SiteId::new("edge-zone-a1").unwrap();
+        version_5_store(&path, &me, "");
+        assert_eq!(sequences(&path), ["audit", "events", "versions"]);
+
+        let store = SqliteStore::open(&path, me, 60_000).unwrap();
+        for table in ["versions", "events", "audit"] {
+            assert!(
+                !table_sql(&path, table).contains("AUTOINCREMENT"),
+                "{table}: {}",
+                table_sql(&path, table)
+            );
+        }
+        assert_eq!(sequences(&path), Vec::<String>::new(), "the dropped tables' sequences went with them");
+        let history: Vec<u64> = store.history(&key("p")).unwrap().iter().map(|h| h.seq).collect();
+        assert_eq!(history, [1, 2]);
+        assert_eq!(store.get(&key("p")).unwrap().unwrap().spec, serde_json::json!({"v": 2}));
+        let events: Vec<(u64, String)> =
+            store.events(0, 10).unwrap().into_iter().map(|e| (e.seq, e.event.kind)).collect();
+        assert_eq!(events, [(1, "write".into()), (2, "write".into()), (3, "refusal".into())]);
+        assert_eq!(store.audit(0, 10).unwrap().iter().map(|a| a.seq).collect::<Vec<_>>(), [1, 2]);
+
+        let committed = write(&store, "q", T0 + 20);
+        assert_eq!(committed.seq, 3, "the log goes on one past its largest number");
+        assert_eq!(store.events(3, 10).unwrap().first().map(|e| e.seq), Some(4));
+        assert_eq!(store.audit(2, 10).unwrap().first().map(|a| a.seq), Some(3));
+        assert_eq!(sequences(&path), Vec::<String>::new(), "a commit writes no sequence");
+
+        let conn = store.writer();
+        for (sql, what) in [
+            ("UPDATE audit SET actor = 'mallory'", "the audit log is append-only"),
+            ("DELETE FROM audit", "the audit log is append-only"),
+            ("UPDATE events SET data = '{}'", "the event log is append-only"),
+            ("DELETE FROM events", "the event log is append-only"),
+        ] {
+            let refused = conn.execute(sql, []).unwrap_err().to_string();
+            assert!(refused.contains(what), "{sql}: {refused}");
+        }
+        let copy = conn.execute(
+            "INSERT INTO versions (kind, scope, name, hlc_wall, hlc_logical, origin, vv, author, content_hash, \
+             deleted, labels, spec, recorded_ms, bytes) SELECT kind, scope, name, hlc_wall, hlc_logical, origin, \
+             vv, author, content_hash, deleted, labels, spec, recorded_ms, bytes FROM versions WHERE id = 2",
+            [],
+        );
+        assert!(copy.is_err(), "a second row for the same version is refused");
+    }
+
+    /// A log whose numbers ran ahead of its rows keeps `AUTOINCREMENT` and goes on after the
+    /// highest number it gave out; the other tables still lose it.
+    #[test]
+    fn a_version_5_log_whose_numbers_ran_ahead_goes_on_after_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("site.db");
+        let me = SiteId::new("edge-zone-a1").unwrap();
+        version_5_store(&path, &me, "UPDATE sqlite_sequence SET seq = 8 WHERE name = 'versions';");
+
+        let store = SqliteStore::open(&path, me, 60_000).unwrap();
+        assert!(table_sql(&path, "versions").contains("AUTOINCREMENT"));
+        assert!(!table_sql(&path, "events").contains("AUTOINCREMENT"));
+        assert_eq!(write(&store, "q", T0 + 20).seq, 9);
+        assert_eq!(sequences(&path), ["versions"]);
     }
 }
 

@@ -510,6 +510,16 @@ impl SqliteStore {
             Migration::Refused(e) => e,
             Migration::Failed(source) => open_err(source),
         })?;
+        // A migration's transaction (a rebuild copies whole tables) leaves the WAL file as large
+        // as it was: SQLite reuses a WAL but never shrinks it. Copied into the database file and
+        // cut to nothing here, before any reader holds a snapshot, it starts small. A WAL that a
+        // crash left behind is copied the same way.
+        let (busy, _, _): (i64, i64, i64) = writer
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(|e| open_err(Box::new(e)))?;
+        if busy != 0 {
+            debug!(path = %shown, "another connection holds the WAL; it is checkpointed later");
+        }
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             readers.push(Mutex::new(open_reader(path).map_err(|e| open_err(Box::new(e)))?));
@@ -3047,6 +3057,8 @@ mod version_5 {
         assert_eq!(sequences(&path), ["audit", "events", "versions"]);
 
         let store = SqliteStore::open(&path, me, 60_000).unwrap();
+        let wal = std::fs::metadata(dir.path().join("site.db-wal")).map_or(0, |m| m.len());
+        assert_eq!(wal, 0, "the migration's copy is not left in the WAL");
         for table in ["versions", "events", "audit"] {
             assert!(
                 !table_sql(&path, table).contains("AUTOINCREMENT"),

@@ -8,7 +8,8 @@
 //! acknowledges them all. A fixed pool of read-only connections serves reads, which WAL lets
 //! run beside the writer. The `versions` table holds every version with its content and is
 //! also the change log: a version's row id is its sequence number, and the row says which link
-//! it came on, when it was accepted and its size (so sync debt is one query). `objects` points
+//! it came on, when it was accepted and its size (so sync debt is one query), and the site's
+//! clock once it was stamped or observed (the newest version's is the clock). `objects` points
 //! at each object's current version (and keeps its causal context). `links` keeps the
 //! sync engine's record of each link. `conflicts` keeps the conflict records (with both sides'
 //! vectors, to tell which later version resolves one), `events` the append-only event log,
@@ -61,6 +62,7 @@ const MIGRATIONS: &[Step] = &[
     Step::Sql(SCHEMA_V4),
     Step::Sql(SCHEMA_V5),
     Step::Code(schema_v6),
+    Step::Sql(SCHEMA_V7),
 ];
 
 /// One migration: a script, or code that looks at the file before it changes it.
@@ -425,6 +427,17 @@ CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 ";
 
+/// Schema version 7: the clock moves into the versions. Every commit updated the `clock` row of
+/// `meta`, one more page in the WAL; but the clock only moves when a version is written (a local
+/// write's tick, a received version's timestamp observed), so each version now records the clock
+/// as it stood once the version was stamped or observed, and the newest version holds the
+/// clock. Versions written before have no clock of their own: while the newest is one of them,
+/// `meta` still holds the clock (it was saved by every commit until this version).
+const SCHEMA_V7: &str = "
+ALTER TABLE versions ADD COLUMN clock_wall INTEGER;
+ALTER TABLE versions ADD COLUMN clock_logical INTEGER;
+";
+
 const NODE_COLUMNS: &str =
     "id, last_heartbeat_ms, previous_heartbeat_ms, interval_seconds, software_version, health, applied";
 
@@ -642,9 +655,6 @@ impl SqliteStore {
                 failed[i] = Some(WriteError::Store(e));
                 continue;
             }
-            if let Err(e) = save_clock(&tx, clock.last()) {
-                return with_failures(failed, group_failed(count, "saving the clock", &e));
-            }
             if let Err(e) = tx.commit() {
                 return with_failures(failed, group_failed(count, "committing a write", &e));
             }
@@ -689,7 +699,8 @@ impl SqliteStore {
         let stamped = stamp(&self.site, write, current.as_ref(), clock, hash);
         let object = &stamped.object;
         let (key, version) = (&object.key, &object.version);
-        let version_row = statements.insert_version(key, version, &content, None, accepted_ms)?;
+        let version_row =
+            statements.insert_version(key, version, &content, None, accepted_ms, clock.last())?;
         statements.set_current(key, current.is_some(), version_row, object.created, &object.context)?;
         let seq = to_u64("versions", "just inserted", "id", version_row)?;
         insert_audit(conn, &stamped.audit)?;
@@ -1113,20 +1124,38 @@ fn read_current(conn: &Connection, key: &ObjectKey, context: &str) -> Result<Opt
 }
 
 const READ_CLOCK_SQL: &str = "SELECT value FROM meta WHERE key = 'clock'";
-const SAVE_CLOCK_SQL: &str = "UPDATE meta SET value = ?1 WHERE key = 'clock'";
+/// The clock as the newest version recorded it (NULL for a version from before schema 7).
+const NEWEST_CLOCK_SQL: &str = "SELECT id, clock_wall, clock_logical FROM versions ORDER BY id DESC LIMIT 1";
 const MAX_SEQ_SQL: &str = "SELECT COALESCE(MAX(id), 0) FROM versions";
 const INSERT_AUDIT_SQL: &str = "INSERT INTO audit (at_ms, actor, action, kind, scope, name, version, outcome, detail) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 
+/// The site's clock: the newest version's, or `meta`'s while no version recorded one (a new
+/// store, or one whose versions all predate schema 7). The later of the two, should they ever
+/// disagree.
 fn read_clock(conn: &Connection) -> Result<Hlc, StoreError> {
+    let context = "reading the clock";
     let raw: String = conn
         .prepare_cached(READ_CLOCK_SQL)
-        .during("reading the clock")?
+        .during(context)?
         .query_row([], |r| r.get(0))
         .optional()
-        .during("reading the clock")?
+        .during(context)?
         .ok_or_else(|| StoreError::Corrupt("meta has no `clock` entry".into()))?;
-    raw.parse().map_err(|e| StoreError::Corrupt(format!("meta `clock`: {e}")))
+    let saved: Hlc = raw.parse().map_err(|e| StoreError::Corrupt(format!("meta `clock`: {e}")))?;
+    let newest: Option<(i64, Option<i64>, Option<i64>)> = conn
+        .prepare_cached(NEWEST_CLOCK_SQL)
+        .during(context)?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()
+        .during(context)?;
+    let recorded = match newest {
+        Some((id, Some(wall), Some(logical))) => {
+            Some(decode_hlc("versions", id, ("clock_wall", wall), ("clock_logical", logical))?)
+        }
+        _ => None,
+    };
+    Ok(recorded.map_or(saved, |recorded| recorded.max(saved)))
 }
 
 fn insert_audit(conn: &Connection, record: &AuditRecord) -> Result<u64, StoreError> {
@@ -1259,8 +1288,8 @@ const CURRENT_META_SQL: &str = "SELECT v.id, v.kind, v.scope, v.name, v.hlc_wall
      v.vv, v.author, v.content_hash, v.deleted, '{}', 'null', o.created_wall, o.created_logical, o.context \
      FROM objects o JOIN versions v ON v.id = o.version_id WHERE o.kind = ?1 AND o.scope = ?2 AND o.name = ?3";
 const INSERT_VERSION_SQL: &str = "INSERT INTO versions (kind, scope, name, hlc_wall, hlc_logical, origin, vv, \
-     author, content_hash, deleted, labels, spec, from_site, recorded_ms, bytes) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+     author, content_hash, deleted, labels, spec, from_site, recorded_ms, bytes, clock_wall, clock_logical) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)";
 const INSERT_OBJECT_SQL: &str = "INSERT INTO objects (kind, scope, name, version_id, created_wall, \
      created_logical, context) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 const UPDATE_OBJECT_SQL: &str = "UPDATE objects SET version_id = ?4, created_wall = ?5, created_logical = ?6, \
@@ -1305,8 +1334,8 @@ impl<'c> VersionStatements<'c> {
     }
 
     /// Appends a version to the history and to the change log (received from `from_site`, or
-    /// written here when `None`, accepted at `recorded_ms`) and returns its row id, which is
-    /// its sequence number in the log.
+    /// written here when `None`, accepted at `recorded_ms`, with the site's `clock` once it was
+    /// stamped or observed) and returns its row id, which is its sequence number in the log.
     fn insert_version(
         &mut self,
         key: &ObjectKey,
@@ -1314,6 +1343,7 @@ impl<'c> VersionStatements<'c> {
         content: &Content,
         from_site: Option<&SiteId>,
         recorded_ms: u64,
+        clock: Hlc,
     ) -> Result<i64, StoreError> {
         self.insert_version
             .execute(params![
@@ -1332,6 +1362,8 @@ impl<'c> VersionStatements<'c> {
                 from_site.map(SiteId::as_str),
                 recorded_ms,
                 content.bytes(),
+                clock.wall_ms,
+                clock.logical,
             ])
             .during("inserting a version")?;
         Ok(self.conn.last_insert_rowid())
@@ -1414,12 +1446,6 @@ fn update_context(
             serde_json::to_string(object_context).map_err(encoding("a version vector"))?,
         ])
         .during(context)?;
-    Ok(())
-}
-
-fn save_clock(conn: &Connection, clock: Hlc) -> Result<(), StoreError> {
-    let context = "saving the clock";
-    conn.prepare_cached(SAVE_CLOCK_SQL).during(context)?.execute([clock.to_string()]).during(context)?;
     Ok(())
 }
 
@@ -2062,7 +2088,8 @@ impl Store for SqliteStore {
             };
             let placement = remote::place(current.as_ref(), &held, version, strategy, &rank);
             let content = Content::received(&remote.labels, &remote.spec);
-            let version_row = statements.insert_version(key, version, &content, Some(from), now_ms)?;
+            let version_row =
+                statements.insert_version(key, version, &content, Some(from), now_ms, clock.last())?;
             match placement.current {
                 Current::New => {
                     statements.set_current(
@@ -2107,7 +2134,6 @@ impl Store for SqliteStore {
             );
         }
         drop(statements);
-        save_clock(&tx, clock.last())?;
         report.last_seq = max_seq(&tx)?;
         tx.commit().during("committing a batch")?;
         Ok(report)
@@ -2524,7 +2550,7 @@ mod tests {
         let conn = store.writer();
         for sql in [
             READ_CLOCK_SQL,
-            SAVE_CLOCK_SQL,
+            NEWEST_CLOCK_SQL,
             MAX_SEQ_SQL,
             UNRESOLVED_CONFLICTS_SQL,
             INSERT_AUDIT_SQL,
@@ -2547,6 +2573,49 @@ mod tests {
                 "{sql} builds a temporary b-tree on every call: {opcodes:?}"
             );
         }
+    }
+
+    /// The clock lives in the versions (schema 7): commits leave the `clock` row of `meta` as a
+    /// new store wrote it, and the clock the newest version recorded is the store's, across a
+    /// restart too.
+    #[test]
+    fn the_clock_is_kept_by_the_newest_version_not_by_meta() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("site.db");
+        let me = site("global-control");
+        let write = |store: &SqliteStore, name: &str, now_ms: u64| {
+            store
+                .write(LocalWrite {
+                    key: key(name),
+                    labels: BTreeMap::new(),
+                    spec: serde_json::json!({ "name": name }),
+                    deleted: false,
+                    author: "alice".into(),
+                    precondition: None,
+                    now_ms,
+                })
+                .unwrap()
+        };
+        let meta_clock = |path: &Path| -> String {
+            Connection::open(path)
+                .unwrap()
+                .query_row("SELECT value FROM meta WHERE key = 'clock'", [], |r| r.get(0))
+                .unwrap()
+        };
+        let last = {
+            let store = SqliteStore::open(&path, me.clone(), 60_000).unwrap();
+            write(&store, "a", T0);
+            write(&store, "b", T0 + 10);
+            let last = write(&store, "c", T0 + 10).object.version.hlc;
+            assert_eq!(last, Hlc::new(T0 + 10, 1));
+            assert_eq!(store.clock().unwrap(), last);
+            last
+        };
+        assert_eq!(meta_clock(&path), Hlc::ZERO.to_string(), "no commit wrote the clock into meta");
+        let store = SqliteStore::open(&path, me, 60_000).unwrap();
+        assert_eq!(store.clock().unwrap(), last, "the clock survives a restart");
+        let after = write(&store, "d", T0).object.version.hlc;
+        assert_eq!(after, Hlc::new(T0 + 10, 2), "a write at an earlier physical time goes on after it");
     }
 
     /// Written versions reach the database file through checkpoints while the writes go on,
@@ -2643,7 +2712,7 @@ mod tests {
             .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, SqliteStore::SCHEMA_VERSION.to_string());
-        assert_eq!(SqliteStore::SCHEMA_VERSION, 6);
+        assert_eq!(SqliteStore::SCHEMA_VERSION, 7);
 
         let a = store.get(&key("a")).unwrap().unwrap();
         assert_eq!(a.context, a.version.vv, "the context of an old object is its current vector");
@@ -2883,7 +2952,7 @@ mod version_4 {
         assert_eq!(indexes(&path, "versions"), ["sqlite_autoindex_versions_1", "versions_by_origin"]);
 
         let store = SqliteStore::open(&path, me.clone(), 60_000).unwrap();
-        assert_eq!(schema_version(&path), "6");
+        assert_eq!(schema_version(&path), "7");
         assert_eq!(indexes(&path, "versions"), ["versions_by_origin"]);
         assert_eq!(indexes(&path, "objects"), Vec::<String>::new(), "no index beyond the key");
         let object = store.get(&key).unwrap().expect("the object stays");

@@ -347,6 +347,9 @@ fn schema_v6(tx: &Connection, path: &Path) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Schema 5's `versions` without `AUTOINCREMENT`. A migration spells out its tables as they are at
+/// its version, so that a later change to the schema never rewrites what an older file goes
+/// through; the same holds for `events` and `audit` below, schema 3's and schema 1's.
 const VERSIONS_V6: &str = "
 CREATE TABLE versions_v6 (
     -- The version's sequence number in the change log: the order this site accepted it.

@@ -144,12 +144,7 @@ impl Ours {
         let puts = names
             .iter()
             .enumerate()
-            .map(|(i, name)| {
-                Ok(Put {
-                    url: format!("{url}/v1/objects/Policy/{scope}/{name}"),
-                    body: serde_json::to_vec(&Document::policy(name, scope, seed + i as u64))?.into(),
-                })
-            })
+            .map(|(i, name)| Put::policy(url, scope, name, seed + i as u64))
             .collect::<anyhow::Result<_>>()?;
         Ok(Arc::new(puts))
     }
@@ -250,12 +245,7 @@ impl Ours {
                 let name = format!("lat-{i:03}");
                 let at = Instant::now();
                 lock(&sent).insert(name.clone(), at);
-                let put = Put {
-                    url: format!("{url}/v1/objects/Policy/global/{name}"),
-                    body: serde_json::to_vec(&Document::policy(&name, "global", 2_000_000 + i as u64))?
-                        .into(),
-                };
-                send_put(&http, &put).await
+                send_put(&http, &Put::policy(&url, "global", &name, 2_000_000 + i as u64)?).await
             }));
         }
         for task in tasks {
@@ -401,6 +391,16 @@ impl<'a> Document<'a> {
 struct Put {
     url: String,
     body: Bytes,
+}
+
+impl Put {
+    /// The `PUT` of policy `name` in `scope` with content `seed`, to the site at `url`.
+    fn policy(url: &str, scope: &str, name: &str, seed: u64) -> anyhow::Result<Put> {
+        Ok(Put {
+            url: format!("{url}/v1/objects/Policy/{scope}/{name}"),
+            body: serde_json::to_vec(&Document::policy(name, scope, seed))?.into(),
+        })
+    }
 }
 
 async fn send_put(http: &http::Client, put: &Put) -> anyhow::Result<()> {

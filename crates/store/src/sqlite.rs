@@ -2578,6 +2578,29 @@ mod tests {
         }
     }
 
+    /// SQLite is built as `.cargo/config.toml` asks (`LIBSQLITE3_FLAGS`): without the process-wide
+    /// page cache and memory statistics, whose global mutexes every page fetch and allocation of
+    /// every connection took.
+    #[test]
+    fn sqlite_is_built_without_its_global_page_cache_and_memory_statistics() {
+        let conn = Connection::open_in_memory().unwrap();
+        let options: Vec<String> = conn
+            .prepare("PRAGMA compile_options")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "built with ENABLE_MEMORY_MANAGEMENT (was LIBSQLITE3_FLAGS of .cargo/config.toml overridden?): {options:?}"
+        );
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "built with memory statistics on (was LIBSQLITE3_FLAGS of .cargo/config.toml overridden?): {options:?}"
+        );
+    }
+
     /// The clock lives in the versions (schema 7): commits leave the `clock` row of `meta` as a
     /// new store wrote it, and the clock the newest version recorded is the store's, across a
     /// restart too.

@@ -4,7 +4,8 @@
 //! Sending: each link keeps a durable cursor of what its peer acknowledged. A round reads the
 //! next changes the link carries from the change log (`Store::changes_for_link`: no echo, only
 //! scopes the peer holds, superseded rewrites skipped; with several links, from the stretch of
-//! the log they share, read once for all of them: `shared_log`), sends them as encoded
+//! the log they share, read once for all of them and handed each commit's changes as it
+//! makes them: `shared_log`), sends them as encoded
 //! batches, and moves the cursor when the peer acknowledges. The link is up from the first
 //! acknowledgement. Every `frequency` the round also exchanges digests and
 //! re-sends whatever the peer's current versions lack. When a round fails, the link retries with
@@ -28,7 +29,7 @@ use std::time::Duration;
 
 use config::SyncMode;
 use model::{
-    Clock, Directory, Kind, Level, ObjectKey, Refusal, Rule, Scope, SiteCard, SiteId, Strategy,
+    Clock, Directory, Kind, Level, ObjectKey, Refusal, Rule, Scope, SiteCard, SiteId, SpecText, Strategy,
     format_rfc3339_millis,
 };
 use serde::{Deserialize, Serialize};
@@ -44,7 +45,7 @@ use crate::backoff::{Backoff, Rng, SplitMix64};
 use crate::codec::{self, Batch, DecodeError, Hello};
 use crate::digest;
 use crate::link::{Direction, LinkConfig, LinkState, Signal, StateInputs, evaluate};
-use crate::shared_log::{LinkFilter, LinkRead, SharedLog, Unwanted, read_alone};
+use crate::shared_log::{LinkFilter, LinkRead, Row, SharedLog, Unwanted, read_alone};
 use crate::transport::{Transport, TransportError};
 use crate::writer::{self, Writer};
 
@@ -562,10 +563,17 @@ impl SyncEngine {
     /// Commits local writes that passed the authority checks, in order, one outcome each:
     /// through the site's writer thread, or in place with [`StoreCalls::Inline`].
     async fn commit_local(&self, writes: Vec<LocalWrite>) -> Result<writer::Outcomes, String> {
-        match &self.inner.writer {
+        let outcomes = match &self.inner.writer {
             Some(writer) => writer.write(writes).await.map_err(|e| e.to_string()),
             None => self.inner.blocking(move |s| writer::write_batch(s, writes)).await,
+        }?;
+        let first = outcomes.iter().find_map(|outcome| outcome.as_ref().ok()).map(|c| c.seq);
+        if let (Some(shared_log), Some(first)) = (&self.inner.shared_log, first)
+            && shared_log.follows_end(first)
+        {
+            shared_log.committed(written_rows(&outcomes));
         }
+        Ok(outcomes)
     }
 
     /// Tells the streaming links that the change log grew; `from` is the neighbour it came
@@ -1426,22 +1434,28 @@ impl Inner {
             DirectoryPolicy { directory, own: self.cfg.card.strategy, audit: self.cfg.audit_conflicts };
         let from = batch.from.clone();
         let now = self.clock.now_ms();
-        let report = if held.is_empty() {
-            store::ApplyReport::default()
+        let (report, held) = if held.is_empty() {
+            (store::ApplyReport::default(), held)
         } else {
             match self
-                .blocking(move |s| s.apply_remote(&from, &held, now, &policy))
+                .blocking(move |s| {
+                    let applied = s.apply_remote(&from, &held, now, &policy);
+                    (applied, held)
+                })
                 .await
                 .map_err(ReceiveError::Internal)?
             {
-                Ok(report) => report,
-                Err(ApplyError::ClockSkew(refusal)) => {
+                (Ok(report), held) => (report, held),
+                (Err(ApplyError::ClockSkew(refusal)), _) => {
                     warn!(peer = %batch.from, error = %refusal, "refused a batch: clock skew");
                     return Err(ReceiveError::ClockSkew(refusal.to_string()));
                 }
-                Err(ApplyError::Store(e)) => return Err(ReceiveError::Store(e)),
+                (Err(ApplyError::Store(e)), _) => return Err(ReceiveError::Store(e)),
             }
         };
+        if let Some(shared_log) = &self.shared_log {
+            shared_log.committed(logged_rows(held, &report.logged, &batch.from));
+        }
         let backing_off = {
             let mut mem = lock(&link.mem);
             mem.record.last_sync_ms = Some(now);
@@ -1585,6 +1599,43 @@ fn describe(err: TransportError) -> String {
         TransportError::Unreachable(reason) => format!("unreachable: {reason}"),
         refused @ TransportError::Refused { .. } => refused.to_string(),
     }
+}
+
+/// The changes an applied batch from `from` added to the log, as the links would read them
+/// back (`logged`: the index in `applied` and the sequence number of each, in log order). None
+/// when `logged` names a version the batch does not have.
+fn logged_rows(applied: Vec<RemoteVersion>, logged: &[(usize, u64)], from: &SiteId) -> Vec<Row> {
+    let mut versions: Vec<Option<RemoteVersion>> = applied.into_iter().map(Some).collect();
+    let rows: Option<Vec<Row>> = logged
+        .iter()
+        .map(|&(index, seq)| {
+            let version = versions.get_mut(index)?.take()?;
+            Some(Row { seq, from: Some(from.clone()), version })
+        })
+        .collect();
+    rows.unwrap_or_default()
+}
+
+/// The changes local writes added to the log, as the links would read them back: the stored
+/// spec of a local write is its value's canonical text.
+fn written_rows(outcomes: &[Result<Committed, WriteError>]) -> Vec<Row> {
+    outcomes
+        .iter()
+        .filter_map(|outcome| outcome.as_ref().ok())
+        .map(|committed| {
+            let object = &committed.object;
+            Row {
+                seq: committed.seq,
+                from: None,
+                version: RemoteVersion {
+                    key: object.key.clone(),
+                    version: object.version.clone(),
+                    labels: object.labels.clone(),
+                    spec: SpecText::of(&object.spec),
+                },
+            }
+        })
+        .collect()
 }
 
 fn seed_of(peer: &SiteId) -> u64 {

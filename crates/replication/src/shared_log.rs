@@ -6,7 +6,9 @@
 //! [`SharedLog`] keeps the latest stretch of the log in memory, read once by whichever link
 //! reaches its end first; each link then picks what it carries (its scopes, nothing from its
 //! peer) from the stretch, in log order. A link further behind than the stretch reads the log on
-//! its own, as the only link of a site does.
+//! its own, as the only link of a site does. The site's commits hand the stretch the changes
+//! they just made ([`SharedLog::committed`]): when those follow its end, the links send them
+//! without the log being read back at all.
 //!
 //! A batch taken from the stretch is exactly what the link's own read would have returned,
 //! except that a version superseded since the stretch was read may still be in it: the peer
@@ -110,6 +112,31 @@ impl Stretch {
     }
 }
 
+impl Stretch {
+    /// Appends the changes a commit just made, `rows` in log order, if they are the next ones
+    /// after `hi` with no gap (no other commit came between); otherwise leaves the stretch as
+    /// it is, for the next read of the log to find them. Whether taken or not, the stretch
+    /// stays what it promises: every change after `lo` up to `hi`.
+    fn append(&mut self, rows: Vec<Row>) -> bool {
+        let follows =
+            rows.iter().try_fold(self.hi, |at, row| (at.checked_add(1) == Some(row.seq)).then_some(row.seq));
+        let Some(hi) = follows.filter(|_| !rows.is_empty()) else { return false };
+        let added = rows.len();
+        for row in rows {
+            self.bytes += row.bytes();
+            self.rows.push_back(Arc::new(row));
+        }
+        self.hi = hi;
+        while self.rows.len() > added && (self.rows.len() > MAX_ROWS || self.bytes > MAX_BYTES) {
+            if let Some(old) = self.rows.pop_front() {
+                self.bytes -= old.bytes();
+                self.lo = old.seq;
+            }
+        }
+        true
+    }
+}
+
 /// Changes from these peers in these scopes, which none of a site's links carries.
 pub(crate) type Unwanted = Vec<(SiteId, BTreeSet<Scope>)>;
 
@@ -133,6 +160,26 @@ impl LinkFilter<'_> {
 }
 
 impl SharedLog {
+    /// Whether changes starting at `seq` would follow the stretch's end now: worth building
+    /// for [`SharedLog::committed`] (which checks again, as another commit may come between).
+    pub(crate) fn follows_end(&self, seq: u64) -> bool {
+        lock(&self.stretch).as_ref().is_some_and(|stretch| stretch.hi.checked_add(1) == Some(seq))
+    }
+
+    /// Hands the stretch the changes a commit of this site just made (`rows`, in log order:
+    /// a received batch as it was decoded, local writes as they were recorded), so that the
+    /// links send them without reading them back from the log. Taken only when they follow the
+    /// stretch's end directly; returns whether they were.
+    pub(crate) fn committed(&self, rows: Vec<Row>) -> bool {
+        if rows.is_empty() {
+            return false;
+        }
+        match lock(&self.stretch).as_mut() {
+            Some(stretch) => stretch.append(rows),
+            None => false,
+        }
+    }
+
     /// The next batch of a link after `after`, `limit` versions at most, from the shared
     /// stretch; `None` when the link is behind the stretch: it reads alone. `unwanted` is what
     /// no link of the site carries now: a stretch read with other conditions starts again.
@@ -484,5 +531,91 @@ mod tests {
         assert!(before.rows.iter().all(|r| r.version.key != late.key));
         assert_eq!(after.rows.last().map(|r| r.version.key.clone()), Some(late.key));
         assert!(after.scanned_to > before.scanned_to);
+    }
+
+    /// What a batch applied at the region hands the stretch, as the engine does after a commit.
+    fn apply_and_hand_over(
+        store: &SqliteStore,
+        log: &SharedLog,
+        from: &SiteId,
+        batch: &[RemoteVersion],
+    ) -> bool {
+        let report = store.apply_remote(from, batch, 1_800_000_000_000, &LastWriteWins).expect("applies");
+        assert_eq!(report.logged.len(), batch.len());
+        let rows = report
+            .logged
+            .iter()
+            .map(|&(index, seq)| Row { seq, from: Some(from.clone()), version: batch[index].clone() })
+            .collect();
+        log.committed(rows)
+    }
+
+    #[test]
+    fn changes_handed_over_by_a_commit_are_sent_as_the_log_would_send_them() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = region_log(dir.path());
+        let site = id("region-a-control");
+        let (global, a2) = (id("global-control"), id("edge-zone-a2"));
+        let log = SharedLog::default();
+        let fresh = |name: &str, wall: u64| remote(&key("global", name), &global, wall);
+        assert!(
+            !apply_and_hand_over(&store, &log, &global, &[fresh("before", 1_800_000_000_000)]),
+            "no stretch yet: the first read of the log makes it"
+        );
+        let links = links();
+        let cursors: Vec<u64> = links
+            .iter()
+            .map(|(peer, scopes)| {
+                let filter = LinkFilter { peer, scopes: scopes.as_ref() };
+                let read = log
+                    .read(&store, &site, &Vec::new(), &filter, 0, 1_000)
+                    .expect("reads")
+                    .expect("a stretch");
+                assert!(!read.more);
+                read.scanned_to
+            })
+            .collect();
+
+        // Three from the parent, then one from a2: each commit follows the stretch's end.
+        let batch: Vec<RemoteVersion> =
+            (0..3).map(|i| fresh(&format!("next-{i}"), 1_800_000_000_001 + i)).collect();
+        assert!(apply_and_hand_over(&store, &log, &global, &batch), "the batch follows the stretch");
+        let up = remote(&key("region-a", "from-a2"), &a2, 1_800_000_000_010);
+        assert!(apply_and_hand_over(&store, &log, &a2, std::slice::from_ref(&up)));
+        // A commit nobody hands over leaves a gap: the next one is left to the log.
+        store
+            .apply_remote(&global, &[fresh("unseen", 1_800_000_000_020)], 1_800_000_000_020, &LastWriteWins)
+            .expect("applies");
+        assert!(!apply_and_hand_over(&store, &log, &global, &[fresh("after-gap", 1_800_000_000_030)]));
+
+        for ((peer, scopes), &after) in links.iter().zip(&cursors) {
+            let filter = LinkFilter { peer, scopes: scopes.as_ref() };
+            let shared = drain(|at| {
+                log.read(&store, &site, &Vec::new(), &filter, at.max(after), 1_000)
+                    .expect("reads")
+                    .expect("a stretch")
+            });
+            let alone = drain(|at| {
+                let query = LinkQuery { after: at.max(after), peer: peer.clone(), scopes: scopes.clone() };
+                read_alone(&store, &query, 1_000).expect("reads")
+            });
+            assert_eq!(seqs(&shared), seqs(&alone), "{peer}");
+            let names: Vec<String> = log
+                .read(&store, &site, &Vec::new(), &filter, after, 1_000)
+                .expect("reads")
+                .expect("a stretch")
+                .rows
+                .iter()
+                .map(|r| r.version.key.name.to_string())
+                .collect();
+            let expected: &[&str] = if peer == &global {
+                &["from-a2"]
+            } else if peer == &a2 {
+                &["next-0", "next-1", "next-2", "unseen", "after-gap"]
+            } else {
+                &["next-0", "next-1", "next-2", "from-a2", "unseen", "after-gap"]
+            };
+            assert_eq!(names, expected, "{peer}");
+        }
     }
 }

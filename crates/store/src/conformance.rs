@@ -1496,6 +1496,7 @@ fn apply_one(
         became_current: usize::from(becomes_current),
         concurrent: usize::from(concurrent),
         last_seq: report.last_seq,
+        logged: vec![(0, report.last_seq)],
     };
     prop_assert_eq!(&report, &expected, "{:?}", remote);
 

@@ -608,6 +608,10 @@ pub struct ApplyReport {
     pub concurrent: usize,
     /// The change-log sequence number after the batch.
     pub last_seq: u64,
+    /// Each applied version's index in the batch and the sequence number the change log gave
+    /// it, in log order: what the sync engine forwards from memory instead of reading the log
+    /// back.
+    pub logged: Vec<(usize, u64)>,
 }
 
 /// A version whose timestamp is too far ahead of this site's clock.

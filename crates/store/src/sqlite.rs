@@ -2061,7 +2061,7 @@ impl Store for SqliteStore {
         let mut open_conflicts = unresolved_conflicts_exist(&tx)?;
         let mut report = ApplyReport::default();
         let mut statements = VersionStatements::prepare(&tx)?;
-        for remote in versions {
+        for (index, remote) in versions.iter().enumerate() {
             let (key, version) = (&remote.key, &remote.version);
             let id = version.id();
             let current = statements.current(key)?;
@@ -2093,6 +2093,7 @@ impl Store for SqliteStore {
             let content = Content::received(&remote.labels, &remote.spec);
             let version_row =
                 statements.insert_version(key, version, &content, Some(from), now_ms, clock.last())?;
+            report.logged.push((index, to_u64("versions", "just inserted", "id", version_row)?));
             match placement.current {
                 Current::New => {
                     statements.set_current(

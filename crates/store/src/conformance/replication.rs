@@ -109,6 +109,19 @@ fn debt(store: &dyn Store, q: &LinkQuery) -> Debt {
     store.link_debt(q).unwrap_or_else(|e| panic!("link_debt {q:?}: {e} ({e:?})"))
 }
 
+/// `report.logged` names, for each version of `batch` the report applied, the change the log
+/// holds under that sequence number, in log order.
+fn assert_logged(store: &dyn Store, batch: &[RemoteVersion], report: &ApplyReport) {
+    assert_eq!(report.logged.len(), report.applied, "one logged entry per applied version");
+    assert!(report.logged.windows(2).all(|w| w[0].1 < w[1].1 && w[0].0 < w[1].0), "{:?}", report.logged);
+    for &(index, seq) in &report.logged {
+        let change = store.changes(seq - 1, 1).expect("changes");
+        let held = change.first().unwrap_or_else(|| panic!("no change at {seq}"));
+        assert_eq!(held.seq, seq);
+        assert_eq!((&held.key, held.version.id()), (&batch[index].key, batch[index].version.id()));
+    }
+}
+
 /// The versions a link batch carries, by id, in order.
 fn carried(batch: &LinkBatch) -> Vec<model::VersionId> {
     batch.changes.iter().map(|c| c.version.id()).collect()
@@ -155,7 +168,8 @@ pub fn apply_remote_stores_a_peers_version(h: &mut dyn Harness) {
             duplicates: 0,
             became_current: 1,
             concurrent: 0,
-            last_seq: last_seq(store)
+            last_seq: last_seq(store),
+            logged: vec![(0, last_seq(store))],
         }
     );
     assert!(report.last_seq > 0);
@@ -202,6 +216,7 @@ pub fn a_batch_applied_twice_changes_nothing_the_second_time(h: &mut dyn Harness
     ];
     let first = apply_batch(store, &region, &batch, T0 + 10);
     assert_eq!((first.applied, first.duplicates, first.became_current), (3, 0, 3));
+    assert_logged(store, &batch, &first);
 
     let snapshot = |s: &dyn Store| {
         (
@@ -214,7 +229,14 @@ pub fn a_batch_applied_twice_changes_nothing_the_second_time(h: &mut dyn Harness
     let again = apply_batch(store, &region, &batch, T0 + 20);
     assert_eq!(
         again,
-        ApplyReport { applied: 0, duplicates: 3, became_current: 0, concurrent: 0, last_seq: first.last_seq }
+        ApplyReport {
+            applied: 0,
+            duplicates: 3,
+            became_current: 0,
+            concurrent: 0,
+            last_seq: first.last_seq,
+            logged: Vec::new()
+        }
     );
     assert_eq!(snapshot(store), before, "a batch delivered twice changes nothing");
     let via_other_link = apply_batch(store, &global, &batch[1..], T0 + 30);
@@ -225,6 +247,8 @@ pub fn a_batch_applied_twice_changes_nothing_the_second_time(h: &mut dyn Harness
     mixed.push(remote(&b, &region, T0 + 4, vv(&[(&region, 3)]), json!({"v": 3})));
     let partly = apply_batch(store, &region, &mixed, T0 + 40);
     assert_eq!((partly.applied, partly.duplicates), (1, 3), "only the new version is applied");
+    assert_eq!(partly.logged, vec![(3, partly.last_seq)], "the new version is the fourth of the batch");
+    assert_logged(store, &mixed, &partly);
     assert_eq!(history_ids(store, &b).len(), 3);
 }
 

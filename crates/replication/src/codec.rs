@@ -1,10 +1,13 @@
 //! The wire format of a batch: a 4-byte header (`SXB` and a format version), then the
-//! postcard encoding of the batch, compressed with zstd. Decoding is bounded (compressed and
+//! postcard encoding of the batch, compressed with zstd in one frame or several whose outputs,
+//! one after the other, are that encoding (this side writes the batch's own fields in one, then
+//! its versions in one or more, which links sending the same versions share). Decoding is bounded (compressed and
 //! decompressed size, number of versions) and validates every identifier and content hash, so
 //! bad input from the network is an error, never a panic.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use model::{
     ContentHash, Hlc, Level, ObjectKey, ObjectName, Scope, SiteCard, SiteId, SpecText, Version, VersionVector,
@@ -113,17 +116,18 @@ struct WireVersion {
     spec: String,
 }
 
-/// [`WireBatch`] as [`encode`] writes it, borrowing from the batch: the same fields in the same
-/// order, each serialized as its owned counterpart is (a `&str` as a `String`, a slice or
-/// sequence as a `Vec`), so postcard writes the same bytes.
+/// [`WireBatch`] up to its versions, as [`encode`] writes it, borrowing from the batch: the same
+/// fields in the same order, each serialized as its owned counterpart is (a `&str` as a
+/// `String`, a slice or sequence as a `Vec`), so postcard writes the same bytes; then the
+/// length of the versions' sequence. Its elements follow, encoded apart ([`encode_versions`]).
 #[derive(Serialize)]
-struct WireBatchRef<'a> {
+struct WireHeaderRef<'a> {
     from: &'a str,
     to: &'a str,
     hello: WireHelloRef<'a>,
     up_to: u64,
     repair: bool,
-    versions: Versions<'a>,
+    count: usize,
 }
 
 #[derive(Serialize)]
@@ -133,15 +137,6 @@ struct WireHelloRef<'a> {
     level: u8,
     scopes: &'a [String],
     sites: &'a [SiteCard],
-}
-
-/// The versions of a batch, serialized as a sequence of [`WireVersion`].
-struct Versions<'a>(&'a [&'a RemoteVersion]);
-
-impl Serialize for Versions<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(|v| WireVersionRef::of(v)))
-    }
 }
 
 #[derive(Serialize)]
@@ -257,12 +252,64 @@ pub struct Header<'a> {
 }
 
 /// Encodes the batch of `header` and `versions`, the same bytes as [`encode`] of the owned
-/// batch. The versions are serialized straight from where they are (the borrowed
-/// `WireVersionRef`), into a buffer sized for them, and compressed by this thread's
-/// compressor, which keeps its working memory from one batch to the next.
+/// batch.
 pub fn encode_parts(header: &Header<'_>, versions: &[&RemoteVersion]) -> Vec<u8> {
+    encode_with(header, &[encode_versions(versions)])
+}
+
+/// Consecutive versions of a batch encoded on their own: one zstd frame of their postcard
+/// encodings, one after the other. A batch's body is its header, then one or more of these
+/// ([`encode_with`]); links that send the same versions share them. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct EncodedVersions {
+    count: usize,
+    frame: Arc<[u8]>,
+}
+
+impl EncodedVersions {
+    /// How many versions it holds.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Its encoded size in bytes.
+    pub fn len(&self) -> usize {
+        self.frame.len()
+    }
+
+    /// Whether it holds no versions.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// Encodes `versions` as a part of a batch's body. They are serialized straight from where
+/// they are (the borrowed `WireVersionRef`), into a buffer sized for them, and compressed by
+/// this thread's compressor, which keeps its working memory from one batch to the next.
+pub fn encode_versions(versions: &[&RemoteVersion]) -> EncodedVersions {
+    let estimate: usize = versions.iter().map(|v| v.spec.as_str().len() + WIRE_VERSION_OVERHEAD).sum();
+    let mut raw = Vec::with_capacity(estimate);
+    for version in versions {
+        // Serializing plain structs of strings and integers into a Vec cannot fail; an element
+        // of a postcard sequence is written as it would be alone.
+        raw = postcard::to_extend(&WireVersionRef::of(version), raw).unwrap_or_default();
+    }
+    let mut frame = Vec::new();
+    if !versions.is_empty() {
+        compress_into(&raw, &mut frame);
+    }
+    EncodedVersions { count: versions.len(), frame: frame.into() }
+}
+
+/// The body of the batch of `header` and the already encoded `parts` of its versions, in
+/// order: the format's 4 bytes, a frame of the header's fields and the number of versions,
+/// then each part's frame. Decompressed one after the other, the frames are the postcard
+/// encoding of the whole batch (postcard writes a struct as its fields in order, the versions
+/// last, and a sequence as its length, then its elements), so `decode` reads them as it reads
+/// a batch compressed in one frame.
+pub fn encode_with(header: &Header<'_>, parts: &[EncodedVersions]) -> Vec<u8> {
     let scopes: Vec<String> = header.hello.scopes.iter().map(ToString::to_string).collect();
-    let wire = WireBatchRef {
+    let wire = WireHeaderRef {
         from: header.from.as_str(),
         to: header.to.as_str(),
         hello: WireHelloRef {
@@ -274,12 +321,18 @@ pub fn encode_parts(header: &Header<'_>, versions: &[&RemoteVersion]) -> Vec<u8>
         },
         up_to: header.up_to,
         repair: header.repair,
-        versions: Versions(versions),
+        count: parts.iter().map(|p| p.count).sum(),
     };
-    let estimate: usize = versions.iter().map(|v| v.spec.as_str().len() + WIRE_VERSION_OVERHEAD).sum();
-    // Serializing plain structs of strings and integers into a Vec cannot fail.
-    let raw = postcard::to_extend(&wire, Vec::with_capacity(estimate + 1024)).unwrap_or_default();
-    compress(&raw)
+    let raw = postcard::to_extend(&wire, Vec::with_capacity(1024)).unwrap_or_default();
+    let parts_len: usize = parts.iter().map(|p| p.frame.len()).sum();
+    let mut out = Vec::with_capacity(4 + zstd::zstd_safe::compress_bound(raw.len()) + parts_len);
+    out.extend_from_slice(MAGIC);
+    out.push(FORMAT_V1);
+    compress_into(&raw, &mut out);
+    for part in parts {
+        out.extend_from_slice(&part.frame);
+    }
+    out
 }
 
 /// Bytes a version takes on the wire besides its spec, for sizing the encoding buffer: key,
@@ -292,13 +345,12 @@ thread_local! {
     static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
 }
 
-/// The header, then `raw` compressed at [`ZSTD_LEVEL`].
-fn compress(raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + zstd::zstd_safe::compress_bound(raw.len()));
-    out.extend_from_slice(MAGIC);
-    out.push(FORMAT_V1);
-    let mut cursor = std::io::Cursor::new(out);
-    cursor.set_position(4);
+/// Appends `raw` to `out` as one zstd frame at [`ZSTD_LEVEL`].
+fn compress_into(raw: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+    let mut cursor = std::io::Cursor::new(std::mem::take(out));
+    cursor.set_position(start as u64);
     let compressed = COMPRESSOR.with(|cell| {
         let mut cell = cell.borrow_mut();
         if cell.is_none() {
@@ -307,18 +359,32 @@ fn compress(raw: &[u8]) -> Vec<u8> {
         // The buffer holds the bound of the compressed size, so compressing cannot run out.
         cell.as_mut().map(|c| c.compress_to_buffer(raw, &mut cursor))
     });
-    match compressed {
-        Some(Ok(_)) => cursor.into_inner(),
+    *out = cursor.into_inner();
+    if !matches!(compressed, Some(Ok(_))) {
         // Not reached with a buffer of the bound's size; a fresh compressor says why if it is.
-        _ => {
-            let mut out = Vec::with_capacity(4 + raw.len());
-            out.extend_from_slice(MAGIC);
-            out.push(FORMAT_V1);
-            out.extend_from_slice(&zstd::bulk::compress(raw, ZSTD_LEVEL).unwrap_or_default());
-            out
-        }
+        out.truncate(start);
+        out.extend_from_slice(&zstd::bulk::compress(raw, ZSTD_LEVEL).unwrap_or_default());
     }
 }
+
+/// The decompressed size the frames of `compressed` claim, in total; frames that do not say
+/// theirs count nothing. Reads at most [`MAX_SIZED_FRAMES`] frame headers.
+fn claimed_size(mut compressed: &[u8]) -> u64 {
+    let mut total = 0u64;
+    for _ in 0..MAX_SIZED_FRAMES {
+        let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(compressed) else { break };
+        let Ok(len) = zstd::zstd_safe::find_frame_compressed_size(compressed) else { break };
+        total = total.saturating_add(size);
+        match compressed.get(len..) {
+            Some(rest) if !rest.is_empty() => compressed = rest,
+            _ => break,
+        }
+    }
+    total
+}
+
+/// The most frames whose claimed sizes are added up for the first allocation.
+const MAX_SIZED_FRAMES: usize = 4;
 
 /// Decompresses at most [`MAX_DECODED_BYTES`], allocating in proportion to what the input
 /// really holds: a frame header may claim any size, so a claim is believed only up to
@@ -327,7 +393,7 @@ fn compress(raw: &[u8]) -> Vec<u8> {
 fn decompress(compressed: &[u8]) -> Result<Vec<u8>, DecodeError> {
     use std::io::Read;
     let failed = |e: std::io::Error| DecodeError::Decompress(e.to_string());
-    let claimed = zstd::zstd_safe::get_frame_content_size(compressed).ok().flatten().unwrap_or(0);
+    let claimed = claimed_size(compressed);
     let believable = compressed.len().saturating_mul(MAX_RATIO).min(MAX_DECODED_BYTES);
     let mut raw = Vec::with_capacity(usize::try_from(claimed).unwrap_or(usize::MAX).min(believable));
     let mut decoder = zstd::stream::read::Decoder::with_buffer(compressed).map_err(failed)?;
@@ -531,6 +597,46 @@ mod tests {
         assert_eq!(raw, postcard::to_stdvec(&owned).unwrap());
         assert_eq!(encode(&batch), encoded);
         assert_eq!(decode(&encoded).unwrap(), batch);
+    }
+
+    /// A batch compressed in one frame and in several (its own fields, then its versions in
+    /// parts) decodes to the same batch, and the first allocation holds what the frames claim.
+    /// Parts encoded once arrive under each link's own header, in any split.
+    #[test]
+    fn one_frame_or_several_decode_alike_and_links_share_the_parts() {
+        let mut batch = sample();
+        for i in 0..4 {
+            let mut more = batch.versions[0].clone();
+            more.labels.insert("n".into(), i.to_string());
+            more.version.content_hash = ContentHash::of_text(
+                &more.key,
+                &model::labels_text(&more.labels),
+                more.spec.as_str(),
+                more.version.deleted,
+            );
+            batch.versions.push(more);
+        }
+        let several = encode(&batch);
+        let raw = decompress(&several[4..]).unwrap();
+        assert_eq!(claimed_size(&several[4..]), raw.len() as u64);
+        let mut one = b"SXB\x01".to_vec();
+        one.extend(zstd::bulk::compress(&raw, ZSTD_LEVEL).unwrap());
+        assert_eq!(decode(&one).unwrap(), batch);
+        assert_eq!(decode(&several).unwrap(), batch);
+
+        let versions: Vec<&RemoteVersion> = batch.versions.iter().collect();
+        let (front, back) = (encode_versions(&versions[..2]), encode_versions(&versions[2..]));
+        let other = SiteId::new("region-b-control").unwrap();
+        let header = Header { from: &batch.from, to: &other, hello: &batch.hello, up_to: 7, repair: false };
+        let decoded = decode(&encode_with(&header, &[front.clone(), back])).unwrap();
+        assert_eq!((&decoded.to, decoded.up_to), (&other, 7));
+        assert_eq!(decoded.versions, batch.versions);
+        let header =
+            Header { from: &batch.from, to: &batch.to, hello: &batch.hello, up_to: 3, repair: false };
+        let decoded = decode(&encode_with(&header, &[front, encode_versions(&[])])).unwrap();
+        assert_eq!(decoded.versions, batch.versions[..2]);
+        let decoded = decode(&encode_with(&header, &[])).unwrap();
+        assert!(decoded.versions.is_empty());
     }
 
     /// A number that serde_json's fast float parsing reads to a neighbour of the nearest

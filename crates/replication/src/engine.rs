@@ -1200,7 +1200,8 @@ impl Inner {
     }
 
     /// Reads the link's next batch from the log after `after` and encodes it. With several
-    /// links, it is taken from the stretch of the log they share ([`SharedLog`]).
+    /// links, it is taken from the stretch of the log they share ([`SharedLog`]), and its
+    /// versions are encoded once for every link that sends the same ones.
     async fn prepare(
         &self,
         link: &LinkRuntime,
@@ -1220,14 +1221,19 @@ impl Inner {
                     Some(log) => log.read(s, &site, &unwanted, &filter, after, limit)?,
                     None => None,
                 };
-                let read: LinkRead = match shared {
-                    Some(read) => read,
-                    None => {
+                let (read, parts): (LinkRead, _) = match (shared, &shared_log) {
+                    (Some(read), Some(log)) => {
+                        let parts = log.encode(after, &read);
+                        (read, parts)
+                    }
+                    _ => {
                         let query = LinkQuery { after, peer: peer.clone(), scopes: link_scopes.clone() };
-                        read_alone(s, &query, limit)?
+                        let read = read_alone(s, &query, limit)?;
+                        let versions: Vec<&RemoteVersion> = read.rows.iter().map(|r| &r.version).collect();
+                        let parts = vec![codec::encode_versions(&versions)];
+                        (read, parts)
                     }
                 };
-                let versions: Vec<&RemoteVersion> = read.rows.iter().map(|r| &r.version).collect();
                 let header = codec::Header {
                     from: &site,
                     to: &peer,
@@ -1235,8 +1241,8 @@ impl Inner {
                     up_to: read.scanned_to,
                     repair: false,
                 };
-                let body = codec::encode_parts(&header, &versions);
-                Ok::<_, StoreError>((versions.len(), read.scanned_to, read.more, body))
+                let body = codec::encode_with(&header, &parts);
+                Ok::<_, StoreError>((read.rows.len(), read.scanned_to, read.more, body))
             })
             .await?
             .map_err(|e| format!("reading the change log failed: {e}"))?;

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use model::{Scope, SiteId};
 use store::{LinkChange, LinkQuery, RemoteVersion, Store, StoreError};
 
+use crate::codec::{self, EncodedVersions};
 use crate::engine::lock;
 
 /// The most changes the stretch holds.
@@ -30,6 +31,10 @@ const MAX_BYTES: usize = 32 * 1024 * 1024;
 /// (an upstream link while the parent's changes stream down) steps over at most this many
 /// reads' worth before it sends what it has.
 const MAX_EXTENDS: usize = 8;
+/// The most encoded parts of batches kept for the other links ([`SharedLog::encode`]): a few
+/// for each link, as each may read one ahead while another is on the wire. They hold at most
+/// [`MAX_BYTES`] too.
+const MAX_ENCODINGS: usize = 16;
 
 /// One change of the log, as a link sends it.
 #[derive(Debug)]
@@ -140,10 +145,38 @@ impl Stretch {
 /// Changes from these peers in these scopes, which none of a site's links carries.
 pub(crate) type Unwanted = Vec<(SiteId, BTreeSet<Scope>)>;
 
-/// The stretch of the log a site's links share. Cheap to clone.
+/// The stretch of the log a site's links share, and the batches they encoded from it. Cheap to
+/// clone.
 #[derive(Clone, Default)]
 pub(crate) struct SharedLog {
     stretch: Arc<Mutex<Option<Stretch>>>,
+    encodings: Arc<Mutex<VecDeque<Encoding>>>,
+}
+
+/// A part of a batch one link took from the stretch and encoded: the versions of `rows`, every
+/// change it sends with `after < seq <= scanned_to`.
+struct Encoding {
+    after: u64,
+    scanned_to: u64,
+    rows: Vec<Arc<Row>>,
+    versions: EncodedVersions,
+    /// What it holds: its frame and its rows' contents (which it may keep after the stretch
+    /// has forgotten them).
+    bytes: usize,
+}
+
+impl Encoding {
+    /// Whether a link that sends `rows` next from `after`, up to `scanned_to`, sends exactly
+    /// this part's rows first: the same changes of the same stretch, and none besides before
+    /// the part's end.
+    fn starts(&self, after: u64, rows: &[Arc<Row>], scanned_to: u64) -> bool {
+        self.after == after
+            && self.scanned_to <= scanned_to
+            && !self.rows.is_empty()
+            && self.rows.len() <= rows.len()
+            && self.rows.iter().zip(rows).all(|(a, b)| Arc::ptr_eq(a, b))
+            && rows.get(self.rows.len()).is_none_or(|next| next.seq > self.scanned_to)
+    }
 }
 
 /// Which changes a link carries (the conditions of `Store::changes_for_link`).
@@ -236,6 +269,47 @@ impl SharedLog {
             stretch.extend(store, site, limit)?;
             extends += 1;
         }
+    }
+    /// The versions of `read`, a batch a link read from the stretch after `after`, encoded in
+    /// parts: the leading ones as other links already encoded them (from the same position, the
+    /// same changes and none besides up to each part's end), the rest here, kept for the others.
+    /// Links that carry the same changes thus encode each once, however their batches split.
+    pub(crate) fn encode(&self, after: u64, read: &LinkRead) -> Vec<EncodedVersions> {
+        let (mut parts, mut at, mut taken) = (Vec::new(), after, 0);
+        {
+            let encodings = lock(&self.encodings);
+            // Each part taken ends further on, so each is taken at most once.
+            while let Some(done) =
+                encodings.iter().rev().find(|e| e.starts(at, &read.rows[taken..], read.scanned_to))
+            {
+                parts.push(done.versions.clone());
+                taken += done.rows.len();
+                at = done.scanned_to;
+            }
+        }
+        let rest = &read.rows[taken..];
+        if !rest.is_empty() {
+            let versions: Vec<&RemoteVersion> = rest.iter().map(|r| &r.version).collect();
+            let encoded = codec::encode_versions(&versions);
+            let bytes = encoded.len() + rest.iter().map(|r| r.bytes()).sum::<usize>();
+            let mut encodings = lock(&self.encodings);
+            encodings.push_back(Encoding {
+                after: at,
+                scanned_to: read.scanned_to,
+                rows: rest.to_vec(),
+                versions: encoded.clone(),
+                bytes,
+            });
+            // The newest is always kept, however large.
+            while encodings.len() > 1
+                && (encodings.len() > MAX_ENCODINGS
+                    || encodings.iter().map(|e| e.bytes).sum::<usize>() > MAX_BYTES)
+            {
+                encodings.pop_front();
+            }
+            parts.push(encoded);
+        }
+        parts
     }
 }
 
@@ -617,5 +691,71 @@ mod tests {
             };
             assert_eq!(names, expected, "{peer}");
         }
+    }
+
+    /// Reads a link's next batch from the stretch and encodes it, as the engine does.
+    fn read_and_encode(
+        store: &SqliteStore,
+        log: &SharedLog,
+        peer: &SiteId,
+        after: u64,
+    ) -> (LinkRead, Vec<EncodedVersions>) {
+        let filter = LinkFilter { peer, scopes: None };
+        let site = id("region-a-control");
+        let read =
+            log.read(store, &site, &Vec::new(), &filter, after, 1_000).expect("reads").expect("a stretch");
+        let parts = log.encode(after, &read);
+        (read, parts)
+    }
+
+    #[test]
+    fn links_that_carry_the_same_changes_encode_them_once() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = region_log(dir.path());
+        let (global, a1, a2, b1) = (id("global-control"), id("edge-zone-a1"), id("edge-zone-a2"), id("b1"));
+        let log = SharedLog::default();
+        let kept = || lock(&log.encodings).len();
+        let (caught_up, _) = read_and_encode(&store, &log, &a2, 0);
+        let (end, before) = (caught_up.scanned_to, kept());
+        let fresh = |name: &str, origin: &SiteId, wall: u64| remote(&key("global", name), origin, wall);
+        let apply = |v: RemoteVersion, origin: &SiteId| {
+            store.apply_remote(origin, &[v], 1_800_000_000_000, &LastWriteWins).expect("applies");
+        };
+        for (i, origin) in [&global, &global, &a1, &global].into_iter().enumerate() {
+            apply(fresh(&format!("new-{i}"), origin, 1_800_000_000_000 + i as u64), origin);
+        }
+
+        let (first, parts) = read_and_encode(&store, &log, &a2, end);
+        assert_eq!((first.rows.len(), parts.len(), kept()), (4, 1, before + 1), "the first link encodes");
+        // Committed after the first link read: the next link sends it too, encoded apart.
+        let late = fresh("late", &global, 1_800_000_000_100);
+        apply(late.clone(), &global);
+        let (second, parts) = read_and_encode(&store, &log, &b1, end);
+        assert_eq!(second.rows.len(), 5);
+        assert_eq!(parts.iter().map(EncodedVersions::count).collect::<Vec<_>>(), [4, 1]);
+        assert_eq!(kept(), before + 2, "the first four as the first link encoded them");
+        let hello = crate::codec::Hello {
+            site: global.clone(),
+            scope: scope("global"),
+            level: model::Level::Global,
+            scopes: BTreeSet::new(),
+            sites: Vec::new(),
+        };
+        let header =
+            codec::Header { from: &global, to: &b1, hello: &hello, up_to: second.scanned_to, repair: false };
+        let decoded = codec::decode(&codec::encode_with(&header, &parts)).expect("decodes");
+        let sent: Vec<&RemoteVersion> = second.rows.iter().map(|r| &r.version).collect();
+        assert_eq!(decoded.versions.iter().collect::<Vec<_>>(), sent);
+        assert_eq!(decoded.up_to, second.scanned_to);
+
+        let (next, parts) = read_and_encode(&store, &log, &a2, first.scanned_to);
+        assert_eq!(next.rows.iter().map(|r| &r.version.key).collect::<Vec<_>>(), [&late.key]);
+        assert_eq!((parts.len(), kept()), (1, before + 2), "the late one as the second link encoded it");
+
+        // The link to a1 is not sent a1's own change back: its batch differs, and is its own.
+        let (own, parts) = read_and_encode(&store, &log, &a1, end);
+        assert_eq!(own.rows.len(), 4, "three of the four, and the late one");
+        assert!(own.rows.iter().all(|r| r.from.as_ref() != Some(&a1)));
+        assert_eq!((parts.len(), kept()), (1, before + 3));
     }
 }

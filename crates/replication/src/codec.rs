@@ -408,6 +408,48 @@ fn decompress(compressed: &[u8]) -> Result<Vec<u8>, DecodeError> {
 
 /// Decodes and validates a batch.
 pub fn decode(bytes: &[u8]) -> Result<Batch, DecodeError> {
+    decode_raw(bytes).map(|(batch, _)| batch)
+}
+
+/// Decodes and validates a batch, as [`decode`], and keeps its versions as they arrived when
+/// they are frames of their own after the batch's own fields (as [`encode_with`] writes them):
+/// a site that sends the same versions on sends those bytes, which decode to what this site
+/// decoded, instead of encoding them again.
+pub fn decode_keeping_versions(bytes: &[u8]) -> Result<(Batch, Option<EncodedVersions>), DecodeError> {
+    let (batch, raw) = decode_raw(bytes)?;
+    if batch.versions.is_empty() {
+        return Ok((batch, None));
+    }
+    let frames = &bytes[4..];
+    // The first frame holds exactly the batch's fields and the versions' count, or its
+    // versions are not apart.
+    let first_len = zstd::zstd_safe::find_frame_compressed_size(frames).ok();
+    let first_size = zstd::zstd_safe::get_frame_content_size(frames).ok().flatten();
+    let head_len = postcard::take_from_bytes::<WireHead>(&raw).ok().map(|(_, rest)| raw.len() - rest.len());
+    let kept = match (first_len, first_size, head_len) {
+        (Some(len), Some(size), Some(head))
+            if u64::try_from(head).ok() == Some(size) && len < frames.len() =>
+        {
+            Some(EncodedVersions { count: batch.versions.len(), frame: frames[len..].into() })
+        }
+        _ => None,
+    };
+    Ok((batch, kept))
+}
+
+/// [`WireBatch`] up to its versions, and their count: what the first frame of a batch written
+/// by [`encode_with`] holds.
+#[derive(Deserialize)]
+struct WireHead {
+    _from: String,
+    _to: String,
+    _hello: WireHello,
+    _up_to: u64,
+    _repair: bool,
+    _count: usize,
+}
+
+fn decode_raw(bytes: &[u8]) -> Result<(Batch, Vec<u8>), DecodeError> {
     if bytes.len() < 4 || &bytes[..3] != MAGIC {
         return Err(DecodeError::BadHeader);
     }
@@ -439,14 +481,15 @@ pub fn decode(bytes: &[u8]) -> Result<Batch, DecodeError> {
     for (index, w) in wire.versions.into_iter().enumerate() {
         versions.push(version_from_wire(w).map_err(|reason| DecodeError::BadVersion { index, reason })?);
     }
-    Ok(Batch {
+    let batch = Batch {
         from: id("from", &wire.from)?,
         to: id("to", &wire.to)?,
         hello,
         up_to: wire.up_to,
         repair: wire.repair,
         versions,
-    })
+    };
+    Ok((batch, raw))
 }
 
 fn version_from_wire(w: WireVersion) -> Result<RemoteVersion, String> {
@@ -637,6 +680,49 @@ mod tests {
         assert_eq!(decoded.versions, batch.versions[..2]);
         let decoded = decode(&encode_with(&header, &[])).unwrap();
         assert!(decoded.versions.is_empty());
+    }
+
+    /// A site that received a batch written in parts sends its versions on as they arrived,
+    /// under a header of its own, and they decode to what it decoded; a batch compressed in
+    /// one frame, or without versions, has none to keep.
+    #[test]
+    fn versions_kept_as_they_arrived_decode_as_they_did() {
+        let mut batch = sample();
+        let mut second = batch.versions[0].clone();
+        second.labels.insert("zone".into(), "b1".into());
+        second.version.content_hash = ContentHash::of_text(
+            &second.key,
+            &model::labels_text(&second.labels),
+            second.spec.as_str(),
+            second.version.deleted,
+        );
+        batch.versions.push(second);
+        let versions: Vec<&RemoteVersion> = batch.versions.iter().collect();
+        let parts = [encode_versions(&versions[..1]), encode_versions(&versions[1..])];
+        let header =
+            Header { from: &batch.from, to: &batch.to, hello: &batch.hello, up_to: 42, repair: false };
+        let (decoded, kept) = decode_keeping_versions(&encode_with(&header, &parts)).unwrap();
+        assert_eq!(decoded, batch);
+        let kept = kept.expect("the versions are frames of their own");
+        assert_eq!(kept.count(), 2);
+
+        let (region, edge) = (SiteId::new("region-a-control").unwrap(), SiteId::new("edge-zone-a1").unwrap());
+        let mut hello = batch.hello.clone();
+        hello.site = region.clone();
+        let on = Header { from: &region, to: &edge, hello: &hello, up_to: 9, repair: false };
+        let forwarded = decode(&encode_with(&on, &[kept])).unwrap();
+        assert_eq!((&forwarded.from, &forwarded.to, forwarded.up_to), (&region, &edge, 9));
+        assert_eq!(forwarded.versions, batch.versions);
+
+        let raw = decompress(&encode(&batch)[4..]).unwrap();
+        let mut one = b"SXB\x01".to_vec();
+        one.extend(zstd::bulk::compress(&raw, ZSTD_LEVEL).unwrap());
+        let (decoded, kept) = decode_keeping_versions(&one).unwrap();
+        assert_eq!(decoded, batch);
+        assert!(kept.is_none(), "one frame: the versions are not apart");
+        batch.versions.clear();
+        let (_, kept) = decode_keeping_versions(&encode(&batch)).unwrap();
+        assert!(kept.is_none());
     }
 
     /// A number that serde_json's fast float parsing reads to a neighbour of the nearest

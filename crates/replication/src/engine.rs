@@ -571,7 +571,7 @@ impl SyncEngine {
         if let (Some(shared_log), Some(first)) = (&self.inner.shared_log, first)
             && shared_log.follows_end(first)
         {
-            shared_log.committed(written_rows(&outcomes));
+            shared_log.committed(written_rows(&outcomes), None);
         }
         Ok(outcomes)
     }
@@ -1393,7 +1393,11 @@ impl Inner {
     }
 
     async fn receive(&self, body: &[u8]) -> Result<Ack, ReceiveError> {
-        let batch = codec::decode(body)?;
+        let (batch, arrived) = match &self.shared_log {
+            Some(_) => codec::decode_keeping_versions(body)?,
+            None => (codec::decode(body)?, None),
+        };
+        let received = batch.versions.len();
         if batch.to != self.cfg.site {
             return Err(ReceiveError::Misaddressed { to: batch.to, site: self.cfg.site.clone() });
         }
@@ -1460,7 +1464,12 @@ impl Inner {
             }
         };
         if let Some(shared_log) = &self.shared_log {
-            shared_log.committed(logged_rows(held, &report.logged, &batch.from));
+            // The versions as they arrived are what the links send on only if every one of them
+            // was applied, in the batch's order.
+            let whole = refused_count == 0
+                && report.logged.len() == received
+                && report.logged.iter().enumerate().all(|(i, &(index, _))| i == index);
+            shared_log.committed(logged_rows(held, &report.logged, &batch.from), arrived.filter(|_| whole));
         }
         let backing_off = {
             let mut mem = lock(&link.mem);

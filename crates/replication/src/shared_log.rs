@@ -119,26 +119,26 @@ impl Stretch {
 
 impl Stretch {
     /// Appends the changes a commit just made, `rows` in log order, if they are the next ones
-    /// after `hi` with no gap (no other commit came between); otherwise leaves the stretch as
-    /// it is, for the next read of the log to find them. Whether taken or not, the stretch
-    /// stays what it promises: every change after `lo` up to `hi`.
-    fn append(&mut self, rows: Vec<Row>) -> bool {
+    /// after `hi` with no gap (no other commit came between), and returns them as appended;
+    /// otherwise leaves the stretch as it is, for the next read of the log to find them. Whether
+    /// taken or not, the stretch stays what it promises: every change after `lo` up to `hi`.
+    fn append(&mut self, rows: Vec<Row>) -> Option<Vec<Arc<Row>>> {
         let follows =
             rows.iter().try_fold(self.hi, |at, row| (at.checked_add(1) == Some(row.seq)).then_some(row.seq));
-        let Some(hi) = follows.filter(|_| !rows.is_empty()) else { return false };
-        let added = rows.len();
-        for row in rows {
+        let hi = follows.filter(|_| !rows.is_empty())?;
+        let added: Vec<Arc<Row>> = rows.into_iter().map(Arc::new).collect();
+        for row in &added {
             self.bytes += row.bytes();
-            self.rows.push_back(Arc::new(row));
+            self.rows.push_back(row.clone());
         }
         self.hi = hi;
-        while self.rows.len() > added && (self.rows.len() > MAX_ROWS || self.bytes > MAX_BYTES) {
+        while self.rows.len() > added.len() && (self.rows.len() > MAX_ROWS || self.bytes > MAX_BYTES) {
             if let Some(old) = self.rows.pop_front() {
                 self.bytes -= old.bytes();
                 self.lo = old.seq;
             }
         }
-        true
+        Some(added)
     }
 }
 
@@ -166,6 +166,11 @@ struct Encoding {
 }
 
 impl Encoding {
+    fn new(after: u64, scanned_to: u64, rows: Vec<Arc<Row>>, versions: EncodedVersions) -> Encoding {
+        let bytes = versions.len() + rows.iter().map(|r| r.bytes()).sum::<usize>();
+        Encoding { after, scanned_to, rows, versions, bytes }
+    }
+
     /// Whether a link that sends `rows` next from `after`, up to `scanned_to`, sends exactly
     /// this part's rows first: the same changes of the same stretch, and none besides before
     /// the part's end.
@@ -202,14 +207,34 @@ impl SharedLog {
     /// Hands the stretch the changes a commit of this site just made (`rows`, in log order:
     /// a received batch as it was decoded, local writes as they were recorded), so that the
     /// links send them without reading them back from the log. Taken only when they follow the
-    /// stretch's end directly; returns whether they were.
-    pub(crate) fn committed(&self, rows: Vec<Row>) -> bool {
-        if rows.is_empty() {
-            return false;
-        }
-        match lock(&self.stretch).as_mut() {
+    /// stretch's end directly; returns whether they were. `encoded` is the rows' versions as
+    /// they arrived, when they are all of a received batch in its order: the links that send
+    /// them on send those bytes ([`SharedLog::encode`]).
+    pub(crate) fn committed(&self, rows: Vec<Row>, encoded: Option<EncodedVersions>) -> bool {
+        let Some(first) = rows.first() else { return false };
+        let after = first.seq.saturating_sub(1);
+        let added = match lock(&self.stretch).as_mut() {
             Some(stretch) => stretch.append(rows),
-            None => false,
+            None => None,
+        };
+        let Some(added) = added else { return false };
+        if let (Some(versions), Some(last)) = (encoded.filter(|e| e.count() == added.len()), added.last()) {
+            let scanned_to = last.seq;
+            self.keep(Encoding::new(after, scanned_to, added, versions));
+        }
+        true
+    }
+
+    /// Keeps an encoded part for the links; the oldest beyond the bounds are forgotten.
+    fn keep(&self, encoding: Encoding) {
+        let mut encodings = lock(&self.encodings);
+        encodings.push_back(encoding);
+        // The newest is always kept, however large.
+        while encodings.len() > 1
+            && (encodings.len() > MAX_ENCODINGS
+                || encodings.iter().map(|e| e.bytes).sum::<usize>() > MAX_BYTES)
+        {
+            encodings.pop_front();
         }
     }
 
@@ -291,22 +316,7 @@ impl SharedLog {
         if !rest.is_empty() {
             let versions: Vec<&RemoteVersion> = rest.iter().map(|r| &r.version).collect();
             let encoded = codec::encode_versions(&versions);
-            let bytes = encoded.len() + rest.iter().map(|r| r.bytes()).sum::<usize>();
-            let mut encodings = lock(&self.encodings);
-            encodings.push_back(Encoding {
-                after: at,
-                scanned_to: read.scanned_to,
-                rows: rest.to_vec(),
-                versions: encoded.clone(),
-                bytes,
-            });
-            // The newest is always kept, however large.
-            while encodings.len() > 1
-                && (encodings.len() > MAX_ENCODINGS
-                    || encodings.iter().map(|e| e.bytes).sum::<usize>() > MAX_BYTES)
-            {
-                encodings.pop_front();
-            }
+            self.keep(Encoding::new(at, read.scanned_to, rest.to_vec(), encoded.clone()));
             parts.push(encoded);
         }
         parts
@@ -621,7 +631,7 @@ mod tests {
             .iter()
             .map(|&(index, seq)| Row { seq, from: Some(from.clone()), version: batch[index].clone() })
             .collect();
-        log.committed(rows)
+        log.committed(rows, None)
     }
 
     #[test]
@@ -757,5 +767,55 @@ mod tests {
         assert_eq!(own.rows.len(), 4, "three of the four, and the late one");
         assert!(own.rows.iter().all(|r| r.from.as_ref() != Some(&a1)));
         assert_eq!((parts.len(), kept()), (1, before + 3));
+    }
+
+    #[test]
+    fn a_batch_received_whole_is_sent_on_as_it_arrived() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = region_log(dir.path());
+        let (global, a2, b1) = (id("global-control"), id("edge-zone-a2"), id("b1"));
+        let log = SharedLog::default();
+        let kept = || lock(&log.encodings).len();
+        let (caught_up, _) = read_and_encode(&store, &log, &a2, 0);
+        let end = caught_up.scanned_to;
+        let batch: Vec<RemoteVersion> = (0..3)
+            .map(|i| remote(&key("global", &format!("on-{i}")), &global, 1_800_000_000_000 + i))
+            .collect();
+        let arrived = codec::encode_versions(&batch.iter().collect::<Vec<_>>());
+        let report = store.apply_remote(&global, &batch, 1_800_000_000_000, &LastWriteWins).expect("applies");
+        let rows = report
+            .logged
+            .iter()
+            .map(|&(index, seq)| Row { seq, from: Some(global.clone()), version: batch[index].clone() })
+            .collect();
+        assert!(log.committed(rows, Some(arrived)));
+        let before = kept();
+        let hello = codec::Hello {
+            site: id("region-a-control"),
+            scope: scope("region-a"),
+            level: model::Level::Regional,
+            scopes: BTreeSet::new(),
+            sites: Vec::new(),
+        };
+        for peer in [&a2, &b1] {
+            let (read, parts) = read_and_encode(&store, &log, peer, end);
+            assert_eq!(
+                (read.rows.len(), parts.len(), kept()),
+                (3, 1, before),
+                "{peer}: nothing encoded here"
+            );
+            let header = codec::Header {
+                from: &hello.site,
+                to: peer,
+                hello: &hello,
+                up_to: read.scanned_to,
+                repair: false,
+            };
+            let decoded = codec::decode(&codec::encode_with(&header, &parts)).expect("decodes");
+            assert_eq!(decoded.versions, batch, "{peer}");
+        }
+        // The link the batch came from is not sent it back.
+        let (up, parts) = read_and_encode(&store, &log, &global, end);
+        assert!(up.rows.is_empty() && parts.is_empty());
     }
 }

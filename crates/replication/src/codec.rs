@@ -426,9 +426,13 @@ pub fn decode_keeping_versions(bytes: &[u8]) -> Result<(Batch, Option<EncodedVer
     let first_len = zstd::zstd_safe::find_frame_compressed_size(frames).ok();
     let first_size = zstd::zstd_safe::get_frame_content_size(frames).ok().flatten();
     let head_len = postcard::take_from_bytes::<WireHead>(&raw).ok().map(|(_, rest)| raw.len() - rest.len());
+    // Sent on under this site's header, the versions must still fit the limit a receiver
+    // holds a batch to; half of it leaves the header room.
     let kept = match (first_len, first_size, head_len) {
         (Some(len), Some(size), Some(head))
-            if u64::try_from(head).ok() == Some(size) && len < frames.len() =>
+            if u64::try_from(head).ok() == Some(size)
+                && len < frames.len()
+                && raw.len() - head <= MAX_DECODED_BYTES / 2 =>
         {
             Some(EncodedVersions { count: batch.versions.len(), frame: frames[len..].into() })
         }
@@ -720,6 +724,19 @@ mod tests {
         let (decoded, kept) = decode_keeping_versions(&one).unwrap();
         assert_eq!(decoded, batch);
         assert!(kept.is_none(), "one frame: the versions are not apart");
+        // Bytes after the versions, which decoding ignores, count against the limit the next
+        // site holds the batch to: too many, and the versions are encoded again instead.
+        let (_, rest) = postcard::take_from_bytes::<WireHead>(&raw).unwrap();
+        let head = raw.len() - rest.len();
+        let mut padded = rest.to_vec();
+        padded.resize(rest.len() + MAX_DECODED_BYTES / 2, 0);
+        let mut body = b"SXB\x01".to_vec();
+        body.extend(zstd::bulk::compress(&raw[..head], ZSTD_LEVEL).unwrap());
+        body.extend(zstd::bulk::compress(&padded, ZSTD_LEVEL).unwrap());
+        let (decoded, kept) = decode_keeping_versions(&body).unwrap();
+        assert_eq!(decoded, batch);
+        assert!(kept.is_none(), "the versions and what follows them are over half the limit");
+
         batch.versions.clear();
         let (_, kept) = decode_keeping_versions(&encode(&batch)).unwrap();
         assert!(kept.is_none());

@@ -586,6 +586,19 @@ mod tests {
         }
     }
 
+    /// `version` with one more label, and the content hash that goes with it.
+    fn labelled(version: &RemoteVersion, label: &str, value: &str) -> RemoteVersion {
+        let mut more = version.clone();
+        more.labels.insert(label.into(), value.into());
+        more.version.content_hash = ContentHash::of_text(
+            &more.key,
+            &model::labels_text(&more.labels),
+            more.spec.as_str(),
+            more.version.deleted,
+        );
+        more
+    }
+
     #[test]
     fn round_trips() {
         let batch = sample();
@@ -598,15 +611,8 @@ mod tests {
     #[test]
     fn the_borrowed_encoding_is_the_wire_format() {
         let mut batch = sample();
-        let mut second = batch.versions[0].clone();
-        second.labels.insert("zone".into(), "b1".into());
+        let mut second = labelled(&batch.versions[0], "zone", "b1");
         second.version.vv.increment(&SiteId::new("region-a-control").unwrap());
-        second.version.content_hash = ContentHash::of_text(
-            &second.key,
-            &model::labels_text(&second.labels),
-            second.spec.as_str(),
-            second.version.deleted,
-        );
         batch.versions.push(second);
         let owned = WireBatch {
             from: batch.from.to_string(),
@@ -653,14 +659,7 @@ mod tests {
     fn one_frame_or_several_decode_alike_and_links_share_the_parts() {
         let mut batch = sample();
         for i in 0..4 {
-            let mut more = batch.versions[0].clone();
-            more.labels.insert("n".into(), i.to_string());
-            more.version.content_hash = ContentHash::of_text(
-                &more.key,
-                &model::labels_text(&more.labels),
-                more.spec.as_str(),
-                more.version.deleted,
-            );
+            let more = labelled(&batch.versions[0], "n", &i.to_string());
             batch.versions.push(more);
         }
         let several = encode(&batch);
@@ -692,14 +691,7 @@ mod tests {
     #[test]
     fn versions_kept_as_they_arrived_decode_as_they_did() {
         let mut batch = sample();
-        let mut second = batch.versions[0].clone();
-        second.labels.insert("zone".into(), "b1".into());
-        second.version.content_hash = ContentHash::of_text(
-            &second.key,
-            &model::labels_text(&second.labels),
-            second.spec.as_str(),
-            second.version.deleted,
-        );
+        let second = labelled(&batch.versions[0], "zone", "b1");
         batch.versions.push(second);
         let versions: Vec<&RemoteVersion> = batch.versions.iter().collect();
         let parts = [encode_versions(&versions[..1]), encode_versions(&versions[1..])];

@@ -45,7 +45,7 @@ use crate::backoff::{Backoff, Rng, SplitMix64};
 use crate::codec::{self, Batch, DecodeError, Hello};
 use crate::digest;
 use crate::link::{Direction, LinkConfig, LinkState, Signal, StateInputs, evaluate};
-use crate::shared_log::{LinkFilter, LinkRead, Row, SharedLog, Unwanted, read_alone};
+use crate::shared_log::{LinkFilter, LinkRead, Row, SharedLog, Unwanted, encode_rows, read_alone};
 use crate::transport::{Transport, TransportError};
 use crate::writer::{self, Writer};
 
@@ -1229,8 +1229,7 @@ impl Inner {
                     _ => {
                         let query = LinkQuery { after, peer: peer.clone(), scopes: link_scopes.clone() };
                         let read = read_alone(s, &query, limit)?;
-                        let versions: Vec<&RemoteVersion> = read.rows.iter().map(|r| &r.version).collect();
-                        let parts = vec![codec::encode_versions(&versions)];
+                        let parts = vec![encode_rows(&read.rows)];
                         (read, parts)
                     }
                 };

@@ -10,6 +10,11 @@
 //! they just made ([`SharedLog::committed`]): when those follow its end, the links send them
 //! without the log being read back at all.
 //!
+//! The links encode from the stretch in parts ([`SharedLog::encode`]): a part one link encoded
+//! is sent as it is by every other link whose batch starts with the same changes from the same
+//! position, and a batch received whole hands over its versions as they arrived, so a site
+//! encodes once what several links send and nothing of what it forwards.
+//!
 //! A batch taken from the stretch is exactly what the link's own read would have returned,
 //! except that a version superseded since the stretch was read may still be in it: the peer
 //! applies it and then the newer one, as it would if the two had been sent a moment apart.
@@ -63,6 +68,12 @@ pub(crate) struct LinkRead {
     pub rows: Vec<Arc<Row>>,
     pub scanned_to: u64,
     pub more: bool,
+}
+
+/// The versions of `rows`, encoded as one part of a batch.
+pub(crate) fn encode_rows(rows: &[Arc<Row>]) -> EncodedVersions {
+    let versions: Vec<&RemoteVersion> = rows.iter().map(|r| &r.version).collect();
+    codec::encode_versions(&versions)
 }
 
 /// Reads a link's next batch from the log on its own (`Store::changes_for_link`).
@@ -314,8 +325,7 @@ impl SharedLog {
         }
         let rest = &read.rows[taken..];
         if !rest.is_empty() {
-            let versions: Vec<&RemoteVersion> = rest.iter().map(|r| &r.version).collect();
-            let encoded = codec::encode_versions(&versions);
+            let encoded = encode_rows(rest);
             self.keep(Encoding::new(at, read.scanned_to, rest.to_vec(), encoded.clone()));
             parts.push(encoded);
         }

@@ -47,7 +47,7 @@ use crate::digest;
 use crate::link::{Direction, LinkConfig, LinkState, Signal, StateInputs, evaluate};
 use crate::shared_log::{LinkFilter, LinkRead, Row, SharedLog, Unwanted, encode_rows, read_alone};
 use crate::transport::{Transport, TransportError};
-use crate::writer::{self, Writer};
+use crate::writer::{self, CommitCounts, LocalCommits, Writer};
 
 /// The content type of an encoded batch.
 pub const BATCH_CONTENT_TYPE: &str = "application/x-souverix-batch";
@@ -298,6 +298,8 @@ struct Inner {
     /// Where local writes go to be committed together; `None` with [`StoreCalls::Inline`],
     /// where a write runs in place.
     writer: Option<Writer>,
+    /// The transactions local writes were committed in, and the writes.
+    local_commits: Arc<CommitCounts>,
     /// The stretch of the log the links share; `None` with fewer than two links to send on,
     /// where the link reads alone.
     shared_log: Option<SharedLog>,
@@ -426,9 +428,10 @@ impl SyncEngine {
         let sending = links.values().filter(|l| l.cfg.url.is_some()).count();
         let shared_log = (sending >= 2).then(SharedLog::default);
         let (shutdown, _) = watch::channel(false);
+        let local_commits = Arc::new(CommitCounts::default());
         let writer = match calls {
             StoreCalls::Blocking => {
-                Some(Writer::start(store.clone(), cfg.site.as_str()).map_err(|e| {
+                Some(Writer::start(store.clone(), cfg.site.as_str(), local_commits.clone()).map_err(|e| {
                     StoreError::Corrupt(format!("cannot start the store's writer thread: {e}"))
                 })?)
             }
@@ -445,6 +448,7 @@ impl SyncEngine {
             calls,
             committed: watch::channel(0).0,
             writer,
+            local_commits,
             shared_log,
         });
         let mut tasks = Vec::new();
@@ -565,7 +569,19 @@ impl SyncEngine {
     async fn commit_local(&self, writes: Vec<LocalWrite>) -> Result<writer::Outcomes, String> {
         let outcomes = match &self.inner.writer {
             Some(writer) => writer.write(writes).await.map_err(|e| e.to_string()),
-            None => self.inner.blocking(move |s| writer::write_batch(s, writes)).await,
+            None => {
+                let counts = self.inner.local_commits.clone();
+                self.inner
+                    .blocking(move |s| {
+                        let count = writes.len();
+                        let outcomes = writer::write_batch(s, writes);
+                        if count > 0 {
+                            counts.record(count);
+                        }
+                        outcomes
+                    })
+                    .await
+            }
         }?;
         let first = outcomes.iter().find_map(|outcome| outcome.as_ref().ok()).map(|c| c.seq);
         if let (Some(shared_log), Some(first)) = (&self.inner.shared_log, first)
@@ -574,6 +590,12 @@ impl SyncEngine {
             shared_log.committed(written_rows(&outcomes), None);
         }
         Ok(outcomes)
+    }
+
+    /// How many transactions this site's local writes were committed in since it started, and
+    /// how many writes: with many writers at once, group commit puts many writes in each.
+    pub fn local_commits(&self) -> LocalCommits {
+        self.inner.local_commits.read()
     }
 
     /// Tells the streaming links that the change log grew; `from` is the neighbour it came

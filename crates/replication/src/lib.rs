@@ -24,3 +24,4 @@ pub use engine::{
 };
 pub use link::{Direction, LinkConfig, LinkState, Signal};
 pub use transport::{HttpTransport, Transport, TransportError};
+pub use writer::LocalCommits;

@@ -5,6 +5,7 @@
 //! blocking-pool thread, and the threads took turns on the store's lock.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -23,6 +24,36 @@ pub(crate) type Outcomes = Vec<Result<Committed, WriteError>>;
 
 type Request = (Vec<LocalWrite>, oneshot::Sender<Outcomes>);
 
+/// How local writes have been committed since the site started: the transactions (each one
+/// fsync) and the writes in them. Their ratio is the mean group: how many writes group commit
+/// gathered into one transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LocalCommits {
+    pub transactions: u64,
+    pub writes: u64,
+}
+
+/// [`LocalCommits`] as they grow, shared by the writer thread and whoever reads them.
+#[derive(Debug, Default)]
+pub(crate) struct CommitCounts {
+    transactions: AtomicU64,
+    writes: AtomicU64,
+}
+
+impl CommitCounts {
+    pub(crate) fn record(&self, writes: usize) {
+        self.transactions.fetch_add(1, Ordering::Relaxed);
+        self.writes.fetch_add(writes as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn read(&self) -> LocalCommits {
+        LocalCommits {
+            transactions: self.transactions.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// The queue to the writer thread, and the thread.
 pub(crate) struct Writer {
     queue: Mutex<Option<mpsc::Sender<Request>>>,
@@ -39,12 +70,16 @@ pub(crate) enum NotWritten {
 }
 
 impl Writer {
-    /// Starts the writer thread of `store`.
-    pub(crate) fn start(store: Arc<dyn Store>, site: &str) -> std::io::Result<Writer> {
+    /// Starts the writer thread of `store`, which counts its transactions in `counts`.
+    pub(crate) fn start(
+        store: Arc<dyn Store>,
+        site: &str,
+        counts: Arc<CommitCounts>,
+    ) -> std::io::Result<Writer> {
         let (queue, requests) = mpsc::channel(QUEUE);
         let thread = std::thread::Builder::new()
             .name(format!("{site}-writer"))
-            .spawn(move || run(store.as_ref(), requests))?;
+            .spawn(move || run(store.as_ref(), requests, &counts))?;
         Ok(Writer { queue: Mutex::new(Some(queue)), thread: Mutex::new(Some(thread)) })
     }
 
@@ -82,7 +117,7 @@ pub(crate) fn write_batch(store: &dyn Store, writes: Vec<LocalWrite>) -> Outcome
     (0..count).map(|_| Err(WriteError::Store(StoreError::Corrupt(detail.clone())))).collect()
 }
 
-fn run(store: &dyn Store, mut requests: mpsc::Receiver<Request>) {
+fn run(store: &dyn Store, mut requests: mpsc::Receiver<Request>, counts: &CommitCounts) {
     while let Some(first) = requests.blocking_recv() {
         let mut group = vec![first];
         let mut gathered = group[0].0.len();
@@ -102,6 +137,9 @@ fn run(store: &dyn Store, mut requests: mpsc::Receiver<Request>) {
             writes.extend(request);
         }
         let mut outcomes = write_batch(store, writes).into_iter();
+        if gathered > 0 {
+            counts.record(gathered);
+        }
         for (count, answer) in answers {
             // A request that gave up waiting is gone: its writes committed all the same.
             let _ = answer.send(outcomes.by_ref().take(count).collect());
@@ -136,7 +174,8 @@ mod tests {
         let path = dir.path().join("global-control.sqlite3");
         let site = SiteId::new("global-control").unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, site.clone(), 60_000).unwrap());
-        let writer = Arc::new(Writer::start(store.clone(), "global-control").unwrap());
+        let counts = Arc::new(CommitCounts::default());
+        let writer = Arc::new(Writer::start(store.clone(), "global-control", counts.clone()).unwrap());
         let tasks: Vec<_> = (0..64)
             .map(|i| {
                 let writer = writer.clone();
@@ -154,6 +193,13 @@ mod tests {
         }
         writer.stop().await;
         assert!(matches!(writer.write(vec![write("late")]).await, Err(NotWritten::Stopped)));
+        let commits = counts.read();
+        assert_eq!(commits.writes, 64, "every write is counted once");
+        assert!(
+            (1..=64).contains(&commits.transactions),
+            "64 writes take between 1 and 64 transactions, not {}",
+            commits.transactions
+        );
         drop(store);
 
         // Durable: a store opened again holds all 64.

@@ -614,6 +614,7 @@ async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value
 
 async fn metrics(State(state): State<AppState>) -> Response {
     state.metrics.observe_sync(&state.engine.status().await);
+    state.metrics.observe_local_commits(state.engine.local_commits());
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         state.metrics.render(),

@@ -30,6 +30,8 @@ pub struct Metrics {
     link_sent_bytes: Family<Labels, Gauge>,
     event_streams: Gauge,
     webhook_deliveries: Family<Labels, Counter>,
+    local_write_transactions: Gauge,
+    local_writes_committed: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -119,6 +121,19 @@ impl Metrics {
             "Webhook delivery attempts, by webhook and outcome (delivered, failed, gave-up)",
             webhook_deliveries.clone(),
         );
+        let local_write_transactions = Gauge::default();
+        registry.register(
+            "local_write_transactions",
+            "Transactions (one fsync each) that committed local writes since the site started",
+            local_write_transactions.clone(),
+        );
+        let local_writes_committed = Gauge::default();
+        registry.register(
+            "local_writes_committed",
+            "Local writes committed since the site started; divided by local_write_transactions, \
+             the writes group commit put in each transaction",
+            local_writes_committed.clone(),
+        );
         Self {
             registry,
             requests,
@@ -135,6 +150,8 @@ impl Metrics {
             link_sent_bytes,
             event_streams,
             webhook_deliveries,
+            local_write_transactions,
+            local_writes_committed,
         }
     }
 
@@ -207,6 +224,13 @@ impl Metrics {
             self.link_sent_versions.get_or_create(&peer).set(clamp(link.sent_versions));
             self.link_sent_bytes.get_or_create(&peer).set(clamp(link.sent_bytes));
         }
+    }
+
+    /// Sets the group-commit gauges from the engine's count of local commits.
+    pub fn observe_local_commits(&self, commits: replication::LocalCommits) {
+        let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.local_write_transactions.set(clamp(commits.transactions));
+        self.local_writes_committed.set(clamp(commits.writes));
     }
 
     /// The metrics in the Prometheus (OpenMetrics) text format.

@@ -248,6 +248,9 @@ fn report(
         ),
         line("W3b latency p50 (ms)", ours.concurrent.latency.p(50.0), t(|f| f.concurrent.latency.p(50.0))),
         line("W3b latency p99 (ms)", ours.concurrent.latency.p(99.0), t(|f| f.concurrent.latency.p(99.0))),
+        // What group commit gathered: NATS has no transactions to count.
+        line("W3a writes per transaction", ours.sequential.per_transaction().unwrap_or(0.0), None),
+        line("W3b writes per transaction", ours.concurrent.per_transaction().unwrap_or(0.0), None),
         line("W5 bytes sent to the edge / final versions", w5_ratio, None)
             .target("<= 1.2", Some(w5_ratio <= 1.2)),
     ];
@@ -302,11 +305,16 @@ fn report(
             },
             "w2": { "objects": f.drain.objects, "seconds": f.drain.seconds, "bytes_sent": f.drain.bytes_sent },
             "w3": {
-                "sequential": { "writes_per_second": f.sequential.per_second(), "latency": f.sequential.latency.json() },
+                "sequential": {
+                    "writes_per_second": f.sequential.per_second(),
+                    "latency": f.sequential.latency.json(),
+                    "transactions": f.sequential.transactions,
+                },
                 "concurrent": {
                     "clients": f.concurrent.clients,
                     "writes_per_second": f.concurrent.per_second(),
                     "latency": f.concurrent.latency.json(),
+                    "transactions": f.concurrent.transactions,
                 },
             },
         })

@@ -344,7 +344,8 @@ impl Ours {
         }
     }
 
-    /// W3 on this (single) site: `writes` writes from one client, then from `WRITERS`.
+    /// W3 on this (single) site: `writes` writes from one client, then from `WRITERS`, each
+    /// with the number of transactions the site committed them in.
     pub async fn durable(&self, writes: usize) -> anyhow::Result<(Writes, Writes)> {
         let mut rounds = Vec::new();
         for prefix in ["w3s", "w3c"] {
@@ -352,11 +353,24 @@ impl Ours {
             let puts = self.puts("global-control", "global", &names, 5_000_000)?;
             rounds.push((names, puts));
         }
-        sequential_then_concurrent(writes, |clients, round| {
+        let engine = &self.site("global-control").engine;
+        let transactions = std::sync::Mutex::new(Vec::new());
+        let (mut sequential, mut concurrent) = sequential_then_concurrent(writes, |clients, round| {
             let (names, puts) = rounds[round].clone();
-            async move { Ok(self.send_puts(names, puts, clients).await?.1) }
+            let transactions = &transactions;
+            async move {
+                let before = engine.local_commits().transactions;
+                let latencies = self.send_puts(names, puts, clients).await?.1;
+                let after = engine.local_commits().transactions;
+                transactions.lock().expect("not poisoned").push(after - before);
+                Ok(latencies)
+            }
         })
-        .await
+        .await?;
+        let transactions = transactions.into_inner().expect("not poisoned");
+        sequential.transactions = transactions.first().copied();
+        concurrent.transactions = transactions.get(1).copied();
+        Ok((sequential, concurrent))
     }
 }
 

@@ -95,11 +95,18 @@ pub struct Writes {
     pub writes: usize,
     pub seconds: f64,
     pub latency: Latencies,
+    /// The transactions (each one fsync) the site committed the writes in, where it says.
+    pub transactions: Option<u64>,
 }
 
 impl Writes {
     pub fn per_second(&self) -> f64 {
         self.writes as f64 / self.seconds
+    }
+
+    /// Writes per transaction: what group commit gathered, where the site says.
+    pub fn per_transaction(&self) -> Option<f64> {
+        self.transactions.filter(|&t| t > 0).map(|t| self.writes as f64 / t as f64)
     }
 }
 
@@ -191,6 +198,7 @@ where
             writes,
             seconds: started.elapsed().as_secs_f64(),
             latency: Latencies::new(latencies),
+            transactions: None,
         })
     };
     let sequential = measure(1, 0).await?;

@@ -352,6 +352,8 @@ async fn health_metrics_and_openapi_are_served() {
         .expect("text");
     assert!(metrics.contains("souverix_writes_total{kind=\"Policy\",outcome=\"applied\"} 1"), "{metrics}");
     assert!(metrics.contains("souverix_store_latency_seconds_count{operation=\"write\"} 1"), "{metrics}");
+    assert!(metrics.contains("souverix_local_write_transactions 1\n"), "{metrics}");
+    assert!(metrics.contains("souverix_local_writes_committed 1\n"), "{metrics}");
     site.http.get(format!("{}/nowhere", site.url)).send().await.expect("404");
     let metrics = site
         .http

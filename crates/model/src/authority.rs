@@ -217,7 +217,8 @@ impl Directory {
                 detail: format!("no site of the federation is known to own scope `{scope}`"),
             });
         };
-        let who = format!("site `{writer}` ({} authority, {} autonomy)", card.level, card.autonomy);
+        // Written out only into a refusal: an allowed write (nearly every one) builds no text.
+        let who = Who { writer, card };
         if isolated == Some(true) && !card.can_operate_isolated {
             return Err(Refusal {
                 rule: Rule::OperateIsolated,
@@ -282,6 +283,18 @@ impl Directory {
                 Ok(())
             }
         }
+    }
+}
+
+/// How a refusal names the writing site: `site `x` (region authority, partial autonomy)`.
+struct Who<'a> {
+    writer: &'a SiteId,
+    card: &'a SiteCard,
+}
+
+impl fmt::Display for Who<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "site `{}` ({} authority, {} autonomy)", self.writer, self.card.level, self.card.autonomy)
     }
 }
 
@@ -442,6 +455,10 @@ mod tests {
         let err = d.check_write(&site("edge-zone-a2"), &own, Kind::Policy, Some(true)).unwrap_err();
         assert_eq!(err.rule, Rule::OperateIsolated);
         assert!(err.detail.contains("can_operate_isolated: false"), "{err}");
+        assert!(
+            err.detail.starts_with("site `edge-zone-a2` (local authority, conditional autonomy) is isolated"),
+            "the refusal names the site, its level and its autonomy: {err}"
+        );
     }
 
     #[test]

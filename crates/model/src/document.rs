@@ -106,11 +106,24 @@ impl ObjectDocument {
     /// the URL. Any input is an error or a document, never a panic.
     pub fn parse_body(bytes: &[u8]) -> Result<ValidDocument, BodyError> {
         let document: ObjectDocument = serde_json::from_slice(bytes)?;
-        Ok(document.validate()?)
+        Ok(document.into_valid()?)
     }
 
     /// Checks everything an operator controls, and returns the object's key and content.
     pub fn validate(&self) -> Result<ValidDocument, DocumentError> {
+        let key = self.checked_key()?;
+        Ok(ValidDocument { key, labels: self.metadata.labels.clone(), spec: self.spec.clone() })
+    }
+
+    /// [`ObjectDocument::validate`], moving the content instead of copying it (a request body,
+    /// which has no other use).
+    pub fn into_valid(self) -> Result<ValidDocument, DocumentError> {
+        let key = self.checked_key()?;
+        Ok(ValidDocument { key, labels: self.metadata.labels, spec: self.spec })
+    }
+
+    /// The object's key, once the version, kind, name, scope and labels are known to be valid.
+    fn checked_key(&self) -> Result<ObjectKey, DocumentError> {
         if self.api_version != API_VERSION {
             return Err(DocumentError::ApiVersion { found: self.api_version.clone() });
         }
@@ -118,11 +131,7 @@ impl ObjectDocument {
         let name = ObjectName::new(self.metadata.name.clone()).map_err(DocumentError::Name)?;
         let scope = Scope::new(self.metadata.scope.clone()).map_err(DocumentError::Scope)?;
         check_labels(&self.metadata.labels)?;
-        Ok(ValidDocument {
-            key: ObjectKey::new(kind, scope, name),
-            labels: self.metadata.labels.clone(),
-            spec: self.spec.clone(),
-        })
+        Ok(ObjectKey::new(kind, scope, name))
     }
 }
 

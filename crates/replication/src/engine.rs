@@ -571,16 +571,7 @@ impl SyncEngine {
             Some(writer) => writer.write(writes).await.map_err(|e| e.to_string()),
             None => {
                 let counts = self.inner.local_commits.clone();
-                self.inner
-                    .blocking(move |s| {
-                        let count = writes.len();
-                        let outcomes = writer::write_batch(s, writes);
-                        if count > 0 {
-                            counts.record(count);
-                        }
-                        outcomes
-                    })
-                    .await
+                self.inner.blocking(move |s| writer::write_batch(s, writes, &counts)).await
             }
         }?;
         let first = outcomes.iter().find_map(|outcome| outcome.as_ref().ok()).map(|c| c.seq);

@@ -103,9 +103,13 @@ impl Writer {
 }
 
 /// `store.write_batch(writes)`, with exactly one outcome per write: a store that answers fewer,
-/// or panics (its transaction rolls back), fails every write of the group.
-pub(crate) fn write_batch(store: &dyn Store, writes: Vec<LocalWrite>) -> Outcomes {
+/// or panics (its transaction rolls back), fails every write of the group. The group is counted
+/// in `counts` (the writer thread and the in-place path both come through here).
+pub(crate) fn write_batch(store: &dyn Store, writes: Vec<LocalWrite>, counts: &CommitCounts) -> Outcomes {
     let count = writes.len();
+    if count > 0 {
+        counts.record(count);
+    }
     let detail = match std::panic::catch_unwind(AssertUnwindSafe(|| store.write_batch(writes))) {
         Ok(outcomes) if outcomes.len() == count => return outcomes,
         Ok(outcomes) => format!("the store answered {} of {count} writes", outcomes.len()),
@@ -136,10 +140,7 @@ fn run(store: &dyn Store, mut requests: mpsc::Receiver<Request>, counts: &Commit
             answers.push((request.len(), answer));
             writes.extend(request);
         }
-        let mut outcomes = write_batch(store, writes).into_iter();
-        if gathered > 0 {
-            counts.record(gathered);
-        }
+        let mut outcomes = write_batch(store, writes, counts).into_iter();
         for (count, answer) in answers {
             // A request that gave up waiting is gone: its writes committed all the same.
             let _ = answer.send(outcomes.by_ref().take(count).collect());
